@@ -1,0 +1,222 @@
+"""Session and transaction contexts: the seeds' policy variables.
+
+Plugins read these and may change the writable ones; later plugins see the change.
+Fields the core owns (remote IP, HELO name, auth user, counters, mail from…) are
+read-only for plugins: assigning raises ``attrs.exceptions.FrozenAttributeError``.
+The core updates them through :func:`core_set`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from attrs import asdict, define, field, setters
+
+from .headers import Headers
+
+_RO = {"on_setattr": setters.frozen}
+
+
+def core_set(obj: Any, name: str, value: Any) -> None:
+    """Set a read-only field; only the core calls this."""
+    object.__setattr__(obj, name, value)
+
+
+@define(slots=True)
+class TLSInfo:
+    protocol: str = ""
+    cipher: str = ""
+    bits: int = 0
+    sni: str = ""
+    peer_subject: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@define(slots=True)
+class TraceEntry:
+    """One line of the decision trace: who decided what, at which event."""
+
+    event: str
+    plugin: str
+    action: str
+    code: int | None = None
+    enhanced: str | None = None
+    text: str | None = None
+    mode: str = "enforce"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        parts = [self.event, self.plugin, self.action]
+        if self.code:
+            parts.append(f"{self.code} {self.enhanced or ''}".strip())
+        if self.text:
+            parts.append(repr(self.text))
+        if self.mode != "enforce":
+            parts.append(f"({self.mode})")
+        return " ".join(parts)
+
+
+@define(slots=True)
+class SessionContext:
+    """One per connection. Names follow the seeds (smtpIp → local_ip, …)."""
+
+    session_id: str = field(**_RO)
+    listener: str = field(**_RO)
+    local_ip: str = field(**_RO)
+    local_port: int = field(**_RO)
+    remote_ip: str = field(**_RO)
+    remote_port: int = field(**_RO)
+    hostname: str = field(default="", **_RO)  # our own name, as in the banner
+    tls: TLSInfo | None = field(default=None, **_RO)
+    helo_name: str = field(default="", **_RO)
+    esmtp: bool = field(default=False, **_RO)
+    auth_user: str = field(default="", **_RO)
+    auth_mechanism: str = field(default="", **_RO)
+    message_count: int = field(default=0, **_RO)  # mailCount: messages accepted
+    total_size: int = field(default=0, **_RO)  # totalMailSize
+    bad_commands: int = field(default=0, **_RO)
+    auth_failures: int = field(default=0, **_RO)
+    bad_recipients: int = field(default=0, **_RO)
+    connected_at: float = field(default=0.0, **_RO)
+    # Limits in force for this session; plugins may change them (seeds: RW).
+    max_message_size: int = 0
+    max_recipients: int = 0
+    max_received_headers: int = 0
+    # Results of sender checks; set by the plugins that run them (seeds: RW).
+    spf_result: str | None = None
+    sender_mx_result: str | None = None
+    dnsbl_result: str | None = None
+    dnsbl_explanation: str | None = None
+    geoip_country: str | None = None
+    reverse_name: str | None = None
+    #: Free space for plugins, one key per plugin name by convention.
+    stash: dict[str, Any] = field(factory=dict)
+    trace: list[TraceEntry] = field(factory=list, **_RO)
+
+    @property
+    def is_tls(self) -> bool:
+        """isSSLConnection"""
+        return self.tls is not None
+
+
+@define(slots=True)
+class Recipient:
+    """One envelope recipient; plugins may rewrite it at RCPT time."""
+
+    address: str
+    params: dict[str, Any] = field(factory=dict)
+    folder: str = "INBOX"  # currentRcptFolder
+    relay_host: str = ""  # currentRcptRelayHost
+
+    @property
+    def local_part(self) -> str:
+        return _split(self.address)[0]
+
+    @property
+    def domain(self) -> str:
+        return _split(self.address)[1]
+
+    def as_dict(self) -> dict:
+        return {
+            "address": self.address,
+            "params": _jsonable(self.params),
+            "folder": self.folder,
+            "relay_host": self.relay_host,
+        }
+
+
+def _split(address: str) -> tuple[str, str]:
+    local, at, domain = address.rpartition("@")
+    return (local, domain) if at else (address, "")
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+_RELATIVE = re.compile(r"\+(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?\Z")
+
+
+def parse_delay(value: str, now: dt.datetime | None = None) -> dt.datetime:
+    """The seeds' delayDelivery: an RFC 2822 date, or ``+[[NNh]NNm]NN[s]``."""
+    now = now or dt.datetime.now(dt.UTC)
+    m = _RELATIVE.match(value.strip())
+    if m and any(m.groups()):
+        h, mi, s = (int(g or 0) for g in m.groups())
+        return now + dt.timedelta(hours=h, minutes=mi, seconds=s)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        when = None
+    if when is None:
+        raise ValueError(f"delay_delivery: expected an RFC 2822 date or +NhNmNs (got {value!r})")
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+@define(slots=True)
+class Transaction:
+    """One per MAIL FROM … end of data: the envelope being built."""
+
+    queue_id: str = field(**_RO)
+    mail_from: str = field(**_RO)
+    mail_params: dict[str, Any] = field(factory=dict, **_RO)
+    recipients: list[Recipient] = field(factory=list, **_RO)
+    #: Set during on_rcpt_to: the recipient being decided on (writable fields).
+    current_rcpt: Recipient | None = field(default=None, **_RO)
+    headers: Headers | None = field(default=None, **_RO)
+    size: int = field(default=0, **_RO)
+    received_at: dt.datetime | None = field(default=None, **_RO)
+    delay_until: dt.datetime | None = field(default=None, **_RO)
+    trace: list[TraceEntry] = field(factory=list, **_RO)
+    _extra_rcpts: list[Recipient] = field(factory=list, alias="_extra_rcpts", **_RO)
+    _discard_current: bool = field(default=False, alias="_discard_current", **_RO)
+
+    @property
+    def mail_from_local_part(self) -> str:
+        return _split(self.mail_from)[0]
+
+    @property
+    def mail_from_domain(self) -> str:
+        return _split(self.mail_from)[1]
+
+    @property
+    def mail_from_size(self) -> int | None:
+        return self.mail_params.get("SIZE")
+
+    @property
+    def mail_from_auth(self) -> str | None:
+        return self.mail_params.get("AUTH")
+
+    @property
+    def rcpt_count(self) -> int:
+        return len(self.recipients)
+
+    # --- recipient operations (seeds: addRcpt, discardRcpt) ---------------------
+
+    def add_recipient(self, address: str, folder: str = "INBOX", relay_host: str = "") -> None:
+        """addRcpt: add a recipient besides the one the client gave."""
+        self._extra_rcpts.append(Recipient(address, {}, folder, relay_host))
+
+    def discard_recipient(self) -> None:
+        """discardRcpt: answer 250 to the current RCPT but do not deliver to it."""
+        core_set(self, "_discard_current", True)
+
+    def remove_recipient(self, address: str) -> bool:
+        """Drop an already accepted recipient (end-of-data filters)."""
+        for i, r in enumerate(self.recipients):
+            if r.address == address:
+                del self.recipients[i]
+                return True
+        return False
+
+    def delay_delivery(self, value: str | dt.datetime) -> None:
+        """delayDelivery: keep the message until this time (absolute or +NhNmNs)."""
+        when = value if isinstance(value, dt.datetime) else parse_delay(value)
+        core_set(self, "delay_until", when)

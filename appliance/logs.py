@@ -1,0 +1,102 @@
+"""Logging: one structured line per event worth an admin's attention.
+
+Every session line carries ``session=ID``. Text lines are ``event key=value …``;
+with ``logging.format = "json"`` each line is one JSON object with the same keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger("smtp_appliance")
+
+_FACILITIES = logging.handlers.SysLogHandler.facility_names
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if not text or any(c in text for c in ' "=\\\r\n\t'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        msg = record.getMessage()
+        if fields:
+            msg = msg + " " + " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
+        line = f"{self.formatTime(record)} {record.levelname.lower()} {msg}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def setup(config: Any) -> None:
+    """Configure the root of our loggers from the [logging] table."""
+    if config.destination == "syslog":
+        handler: logging.Handler = logging.handlers.SysLogHandler(
+            address="/dev/log", facility=_FACILITIES.get(config.syslog_facility, 2 << 3))
+    elif config.destination == "file":
+        handler = logging.handlers.WatchedFileHandler(config.file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if config.format == "json" else TextFormatter())
+    log.handlers[:] = [handler]
+    log.setLevel(config.level.upper())
+    log.propagate = False
+
+
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    if log.isEnabledFor(level):
+        log.log(level, name, extra={"fields": fields})
+
+
+class SessionLog:
+    """Log lines of one session, each with its id."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+
+    def event(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
+        if log.isEnabledFor(level):
+            log.log(level, name, extra={"fields": {"session": self.session_id, **fields}})
+
+    def exception(self, name: str, **fields: Any) -> None:
+        log.error(name, exc_info=True, extra={"fields": {"session": self.session_id, **fields}})
+
+    def connect(self, ctx: Any) -> None:
+        self.event("connect", listener=ctx.listener, client=f"[{ctx.remote_ip}]:{ctx.remote_port}",
+                   server=f"[{ctx.local_ip}]:{ctx.local_port}")
+
+    def reply(self, reply: Any) -> None:
+        self.event("reply", code=reply.code, enhanced=reply.enhanced or "",
+                   text=" ".join(reply.text))
+
+    def queued(self, tx: Any, queue_id: str, plugin: str) -> None:
+        self.event("queued", queue_id=queue_id, size=tx.size, rcpts=len(tx.recipients),
+                   mail_from=f"<{tx.mail_from}>", by=plugin)
+
+    def disconnect(self, ctx: Any) -> None:
+        self.event("disconnect", messages=ctx.message_count, bytes=ctx.total_size,
+                   bad_commands=ctx.bad_commands, bad_recipients=ctx.bad_recipients,
+                   seconds=round(time.time() - ctx.connected_at, 3))

@@ -1,0 +1,170 @@
+"""The message being received: header section in memory, body streamed.
+
+A session's memory stays bounded whatever the message size: the header section
+is kept (up to ``limits.max_header_size``) so header policies can edit it, and
+the body is held in memory only up to :data:`SPILL_THRESHOLD`, then written to
+a staging file in the spool's ``tmp/`` directory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from typing import BinaryIO
+
+from .headers import Headers
+from .protocol import Reply
+
+#: Body bytes kept in memory before spilling to a staging file.
+SPILL_THRESHOLD = 256 * 1024
+
+HEADER_TOO_LARGE = Reply(552, "5.3.4", "Message header section too large")
+MESSAGE_TOO_LARGE = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+
+
+class Body:
+    """Body bytes: a memory buffer that spills to a file past the threshold."""
+
+    def __init__(self, spill_dir: str) -> None:
+        self._spill_dir = spill_dir
+        self._chunks: list[bytes] = []
+        self._mem = 0
+        self._file: BinaryIO | None = None
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self._chunks.append(data)
+        self._mem += len(data)
+        if self._mem > SPILL_THRESHOLD:
+            self._file = tempfile.TemporaryFile(dir=self._spill_dir, prefix="body-")
+            self._file.write(b"".join(self._chunks))
+            self._chunks = []
+
+    def open(self) -> BinaryIO:
+        """A fresh reader over the whole body."""
+        if self._file is None:
+            return io.BytesIO(b"".join(self._chunks))
+        self._file.flush()
+        return os.fdopen(os.dup(self._file.fileno()), "rb", closefd=True)
+
+    def copy_to(self, out: BinaryIO) -> None:
+        """Append the body to ``out`` (kernel-side copy when spilled)."""
+        if self._file is None:
+            out.write(b"".join(self._chunks))
+            return
+        self._file.flush()
+        out.flush()
+        src, dst = self._file.fileno(), out.fileno()
+        offset, remaining = 0, self.size
+        while remaining:
+            n = os.copy_file_range(src, dst, remaining, offset)
+            if n == 0:
+                raise OSError("short copy of the message body")
+            offset += n
+            remaining -= n
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._chunks = []
+
+
+class Message:
+    """What plugins see at end of data, and what the queue stores."""
+
+    def __init__(self, headers: Headers, body: Body) -> None:
+        self.headers = headers
+        self.body = body
+
+    @property
+    def size(self) -> int:
+        """Size in octets as it will be stored (headers as now edited + body)."""
+        return len(self.headers.to_bytes()) + self.body.size
+
+    def open_body(self) -> BinaryIO:
+        return self.body.open()
+
+    def write_to(self, out: BinaryIO) -> None:
+        out.write(self.headers.to_bytes())
+        self.body.copy_to(out)
+
+    def as_bytes(self) -> bytes:
+        """The whole message in memory; for small messages and tests only."""
+        buf = io.BytesIO()
+        self.write_to(buf)
+        return buf.getvalue()
+
+
+class MessageReader:
+    """Receives DATA/BDAT content and splits it into header section and body.
+
+    ``feed()`` returns the parsed :class:`Headers` once, when the header section
+    is complete, so the session can run ``on_headers_received`` before the body.
+    Size and header limits turn into ``error`` (the reply to give at the end);
+    after an error the rest of the data is counted but not kept.
+    """
+
+    def __init__(self, spill_dir: str, max_size: int, max_header_size: int) -> None:
+        self.body = Body(spill_dir)
+        self.max_size = max_size
+        self.max_header_size = max_header_size
+        self.received = 0
+        self.error: Reply | None = None
+        self.headers: Headers | None = None
+        self._head = bytearray()
+
+    def feed(self, data: bytes) -> Headers | None:
+        self.received += len(data)
+        if self.error is not None:
+            return None
+        if self.received > self.max_size:
+            self._fail(MESSAGE_TOO_LARGE)
+            return None
+        if self.headers is not None:
+            self.body.write(data)
+            return None
+        self._head += data
+        if self._head.startswith(b"\r\n"):
+            end = 0
+        else:
+            end = self._head.find(b"\r\n\r\n")
+            if end >= 0:
+                end += 2
+        if end < 0:
+            if len(self._head) > self.max_header_size:
+                self._fail(HEADER_TOO_LARGE)
+            return None
+        if end > self.max_header_size:
+            self._fail(HEADER_TOO_LARGE)
+            return None
+        return self._split(end)
+
+    def finish(self) -> Headers | None:
+        """End of data: a message without a blank line is all header section."""
+        if self.headers is None and self.error is None:
+            return self._split(len(self._head))
+        return None
+
+    def _split(self, end: int) -> Headers:
+        headers, rest = Headers.parse(bytes(self._head[:end]))
+        if rest:
+            self.body.write(rest)
+        if end < len(self._head):
+            self.body.write(bytes(self._head[end:]))
+        self._head = bytearray()
+        self.headers = headers
+        return headers
+
+    def _fail(self, reply: Reply) -> None:
+        self.error = reply
+        self._head = bytearray()
+        self.body.close()
+
+    def close(self) -> None:
+        self.body.close()

@@ -1,0 +1,245 @@
+"""Plugin discovery, registration and the one dispatch facade for hooks.
+
+Built-in and third-party plugins come from the same entry-point group,
+``smtp_appliance``. An entry point names a class (instantiated with its
+validated config, an instance of its ``Config`` attribute or of
+:class:`PluginConfig`) or a module (registered as it is). Each is loaded on its
+own: a broken third-party plugin is reported and skipped, never fatal.
+
+Hooks are called only through :meth:`PluginHost.decide` (verdict hooks),
+:meth:`PluginHost.notify` (collect-all hooks) and :meth:`PluginHost.first`
+(firstresult hooks), with keyword arguments, the per-call time budget, the
+exception policy and the decision trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+from attrs import define, field
+
+from . import hookspecs
+from .config import PluginConfig
+from .context import SessionContext, Transaction, TraceEntry
+from .verdict import Action, Verdict
+
+log = logging.getLogger("smtp_appliance.plugins")
+
+GROUP = hookspecs.NAME
+
+#: What a failing plugin means for the client: a temporary error, never a 250.
+PLUGIN_FAILURE = Verdict.tmpreject("Internal error in a policy plugin, try again later",
+                                   451, "4.3.0")
+
+
+class TimeBudgetExceeded(Exception):
+    """A plugin hook ran past ``server.plugin_timeout``."""
+
+
+@define
+class Discovered:
+    """An installed plugin: its entry point, loaded object and config schema."""
+
+    name: str
+    obj: Any = None
+    schema: type[PluginConfig] = PluginConfig
+    distribution: str = ""
+    error: str = ""
+
+
+def discover(extra: Iterable[tuple[str, Any]] = ()) -> dict[str, Discovered]:
+    """Load every entry point of the group, each guarded. ``extra`` adds
+    (name, object) pairs without an entry point (tests, embedding)."""
+    found: dict[str, Discovered] = {}
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        dist = ep.dist.name if ep.dist else ""
+        try:
+            obj = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any plugin error is reported, not fatal
+            log.error("plugin %s (%s) could not be loaded: %s: %s",
+                      ep.name, dist or "?", type(exc).__name__, exc)
+            found[ep.name] = Discovered(ep.name, distribution=dist,
+                                        error=f"{type(exc).__name__}: {exc}")
+            continue
+        found[ep.name] = Discovered(ep.name, obj, _schema_of(obj), dist)
+    for name, obj in extra:
+        found[name] = Discovered(name, obj, _schema_of(obj), "")
+    return found
+
+
+def _schema_of(obj: Any) -> type[PluginConfig]:
+    schema = getattr(obj, "Config", PluginConfig)
+    if not (isinstance(schema, type) and issubclass(schema, PluginConfig)):
+        return PluginConfig
+    return schema
+
+
+def schemas(found: dict[str, Discovered]) -> dict[str, type[PluginConfig]]:
+    """Config schemas of the plugins that loaded, for the config loader."""
+    return {n: d.schema for n, d in found.items() if not d.error}
+
+
+@define
+class PluginHost:
+    """The registered, enabled plugins of one configuration generation."""
+
+    pm: pluggy.PluginManager
+    configs: dict[str, PluginConfig]
+    timeout: float
+    order: list[str] = field(factory=list)  # plugin names, first asked first
+    errors: list[str] = field(factory=list)
+    run_with_timeout: Callable[[float, Callable[[], Any]], Any] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        found: dict[str, Discovered],
+        configs: dict[str, PluginConfig],
+        timeout: float,
+        run_with_timeout: Callable[[float, Callable[[], Any]], Any] | None = None,
+    ) -> PluginHost:
+        pm = pluggy.PluginManager(GROUP)
+        pm.add_hookspecs(hookspecs)
+        host = cls(pm, configs, timeout, run_with_timeout=run_with_timeout)
+        enabled = [
+            d for d in found.values()
+            if not d.error and configs.get(d.name, d.schema()).enabled
+        ]
+        # pluggy calls the last registered first: register by descending priority.
+        enabled.sort(key=lambda d: (configs.get(d.name, d.schema()).priority, d.name),
+                     reverse=True)
+        for d in enabled:
+            config = configs.get(d.name) or d.schema()
+            try:
+                plugin = d.obj(config) if isinstance(d.obj, type) else d.obj
+                pm.register(plugin, name=d.name)
+                _check_known_hooks(pm, d.name)
+            except Exception as exc:  # noqa: BLE001
+                msg = f"plugin {d.name}: {type(exc).__name__}: {exc}"
+                log.error("%s; plugin skipped", msg)
+                host.errors.append(msg)
+                if pm.has_plugin(d.name):
+                    pm.unregister(name=d.name)
+        host.order = [d.name for d in reversed(enabled) if pm.has_plugin(d.name)]
+        return host
+
+    # --- introspection ---------------------------------------------------------------
+
+    def hooks_of(self, name: str) -> list[str]:
+        plugin = self.pm.get_plugin(name)
+        return sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+
+    # --- dispatch --------------------------------------------------------------------
+
+    def _impls(self, hook: str):
+        # get_hookimpls() is in reverse call order (pluggy calls LIFO).
+        return reversed(getattr(self.pm.hook, hook).get_hookimpls())
+
+    def _call(self, impl, kwargs: dict[str, Any]) -> Any:
+        args = {a: kwargs[a] for a in impl.argnames}
+        if self.run_with_timeout is None or not self.timeout:
+            return impl.function(**args)
+        return self.run_with_timeout(self.timeout, lambda: impl.function(**args))
+
+    def decide(
+        self,
+        event: str,
+        session: SessionContext,
+        transaction: Transaction | None = None,
+        **kwargs: Any,
+    ) -> tuple[Verdict | None, str]:
+        """Ask plugins in order; the first verdict that stops decides.
+
+        Returns (verdict or None, name of the plugin that decided). A plugin in
+        monitor mode has its verdict traced as "would have" and is ignored.
+        """
+        hook = f"on_{event}"
+        kwargs = {"session": session, "transaction": transaction, **kwargs}
+        for impl in self._impls(hook):
+            name = impl.plugin_name
+            started = time.monotonic()
+            try:
+                verdict = self._call(impl, kwargs)
+            except Exception as exc:  # noqa: BLE001 - the exception policy
+                log.error("session %s: plugin %s failed in %s after %.3fs",
+                          session.session_id, name, hook, time.monotonic() - started,
+                          exc_info=not isinstance(exc, TimeBudgetExceeded))
+                verdict = PLUGIN_FAILURE
+                _record(session, transaction, event, name, verdict, "enforce",
+                        f"{type(exc).__name__}: {exc}")
+                return verdict, name
+            if verdict is not None and not isinstance(verdict, Verdict):
+                log.error("plugin %s returned %r from %s, not a Verdict", name, verdict, hook)
+                _record(session, transaction, event, name, PLUGIN_FAILURE, "enforce",
+                        f"bad return value {verdict!r}")
+                return PLUGIN_FAILURE, name
+            if verdict is None or verdict.action is Action.CONTINUE:
+                if log.isEnabledFor(logging.DEBUG):
+                    _record(session, transaction, event, name, verdict or Verdict(
+                        Action.CONTINUE), "enforce", debug=True)
+                continue
+            mode = self.configs[name].mode if name in self.configs else "enforce"
+            if mode == "monitor" and verdict.action is not Action.ACCEPT:
+                _record(session, transaction, event, name, verdict, "monitor")
+                continue
+            _record(session, transaction, event, name, verdict, mode)
+            return verdict, name
+        return None, ""
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Call every implementation; failures are logged and ignored."""
+        for impl in self._impls(hook):
+            try:
+                self._call(impl, kwargs)
+            except Exception:  # noqa: BLE001
+                log.exception("plugin %s failed in %s", impl.plugin_name, hook)
+
+    def first(self, hook: str, **kwargs: Any) -> tuple[Any, str]:
+        """First non-None result and the plugin that gave it. Exceptions propagate
+        (the caller maps them to a reply)."""
+        for impl in self._impls(hook):
+            result = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            if result is not None:
+                return result, impl.plugin_name
+        return None, ""
+
+
+def _check_known_hooks(pm: pluggy.PluginManager, name: str) -> None:
+    """Like ``check_pending()`` but for one plugin, so a typo'd hook name skips
+    that plugin only."""
+    for hook_name in dir(pm.hook):
+        if hook_name.startswith("_"):
+            continue
+        caller = getattr(pm.hook, hook_name)
+        if caller.spec is None and any(i.plugin_name == name for i in caller.get_hookimpls()):
+            raise pluggy.PluginValidationError(
+                pm.get_plugin(name), f"unknown hook {hook_name!r} (not in appliance.hookspecs)"
+            )
+
+
+def _record(
+    session: SessionContext,
+    transaction: Transaction | None,
+    event: str,
+    plugin: str,
+    verdict: Verdict,
+    mode: str,
+    text: str | None = None,
+    debug: bool = False,
+) -> None:
+    if verdict.action in (Action.REJECT, Action.TMPREJECT, Action.ABORT):
+        code, enhanced, vtext = verdict.reply_parts()
+    else:
+        code, enhanced, vtext = verdict.code, verdict.enhanced, verdict.text
+    entry = TraceEntry(event, plugin, verdict.action.value, code, enhanced, text or vtext,
+                       mode)
+    session.trace.append(entry)
+    if transaction is not None:
+        transaction.trace.append(entry)
+    level = logging.DEBUG if debug else logging.INFO
+    log.log(level, "session %s: trace %s", session.session_id, entry)

@@ -1,0 +1,1 @@
+"""The gevent side: listeners, sessions, signals. Imports gevent."""

@@ -1,0 +1,78 @@
+"""A runtime: one configuration generation with its plugins, spool and TLS.
+
+SIGHUP builds a new runtime; sessions keep the runtime they started with.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import gevent
+from attrs import define
+
+from ..config import AppConfig, Listener, load_config
+from ..context import SessionContext, Transaction
+from ..message import Message
+from ..pluginhost import Discovered, PluginHost, TimeBudgetExceeded, schemas
+from ..spool import Spool
+
+_TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def make_ssl_context(tls: Any) -> ssl.SSLContext:
+    """Server context for one listener's effective [tls] table."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _TLS_VERSIONS[tls.min_version]
+    ctx.load_cert_chain(str(tls.certificate), str(tls.key))
+    if tls.ciphers:
+        ctx.set_ciphers(tls.ciphers)
+    if tls.dh_params:
+        ctx.load_dh_params(str(tls.dh_params))
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    return ctx
+
+
+def _run_with_timeout(seconds: float, fn):
+    with gevent.Timeout(seconds, TimeBudgetExceeded(f"took longer than {seconds:g}s")):
+        return fn()
+
+
+@define
+class ListenerRuntime:
+    name: str
+    config: Listener
+    ssl_context: ssl.SSLContext | None
+
+
+@define
+class Runtime:
+    config: AppConfig
+    plugins: PluginHost
+    spool: Spool
+    hostname: str
+    listeners: dict[str, ListenerRuntime]
+
+    def queue(self, ctx: SessionContext, tx: Transaction, message: Message) -> tuple[Any, str]:
+        return self.plugins.first("queue_message", session=ctx, transaction=tx,
+                                  message=message)
+
+
+def build_runtime(config_dir: str | Path, found: dict[str, Discovered]) -> Runtime:
+    """Load and validate the config, build TLS contexts and the plugin host.
+    Raises ConfigError (config) or OSError/ssl.SSLError (certificates)."""
+    config = load_config(config_dir, schemas(found))
+    hostname = config.server.hostname or socket.getfqdn()
+    listeners = {}
+    for name, lc in config.listeners.items():
+        if not lc.enabled:
+            continue
+        ctx = make_ssl_context(lc.tls) if lc.tls_mode != "none" else None
+        listeners[name] = ListenerRuntime(name, lc, ctx)
+    spool = Spool(config.queue.directory, fsync=config.queue.fsync)
+    host = PluginHost.build(found, config.plugins, float(config.server.plugin_timeout),
+                            run_with_timeout=_run_with_timeout)
+    host.notify("on_configure", config=config, spool=spool)
+    return Runtime(config, host, spool, hostname, listeners)

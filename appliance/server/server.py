@@ -1,0 +1,227 @@
+"""The gevent server: one StreamServer per listener, one greenlet per session.
+
+With ``server.workers > 1`` the parent binds the sockets and forks workers
+that share them (pre-fork, as gunicorn does); the parent only supervises and
+forwards signals. ``server.max_sessions`` is split evenly between workers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import gevent
+from gevent.event import Event
+from gevent.server import StreamServer
+
+from .. import logs
+from ..config import ConfigError
+from ..pluginhost import Discovered
+from ..protocol import Reply
+from .runtime import Runtime, build_runtime
+from .session import Session, Shutdown
+
+TOO_BUSY = Reply(421, "4.3.2", "Too many connections, try again later")
+BACKLOG = 1024
+
+
+def bind(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((address, port))
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+class Server:
+    def __init__(self, config_dir: str | Path, found: dict[str, Discovered]) -> None:
+        self.config_dir = config_dir
+        self.found = found
+        self.runtime: Runtime = build_runtime(config_dir, found)
+        self.sockets: dict[str, socket.socket] = {}
+        self.servers: list[StreamServer] = []
+        self.sessions: dict[gevent.Greenlet, Session] = {}
+        self.per_listener: dict[str, int] = {}
+        self.share = 1  # how many workers share the session limit
+        self.stopped = Event()
+
+    # --- start ------------------------------------------------------------------------
+
+    def bind_all(self) -> None:
+        for name, lr in self.runtime.listeners.items():
+            self.sockets[name] = bind(lr.config.address, lr.config.port)
+            logs.event("listening", listener=name,
+                       address=f"[{lr.config.address}]:{lr.config.port}",
+                       tls=lr.config.tls_mode)
+
+    def prepare_spool(self) -> None:
+        spool = self.runtime.spool
+        spool.prepare()
+        for path in spool.recover():
+            logs.event("spool_recovered", removed=path)
+
+    def start_listeners(self) -> None:
+        for name, sock in self.sockets.items():
+            server = StreamServer(sock, handle=self._handler(name))
+            server.start()
+            self.servers.append(server)
+
+    def _handler(self, name: str):
+        def handle(sock: socket.socket, address: tuple) -> None:
+            self.handle(name, sock, address)
+        return handle
+
+    # --- sessions ------------------------------------------------------------------------
+
+    def handle(self, name: str, sock: socket.socket, address: tuple) -> None:
+        runtime = self.runtime
+        lr = runtime.listeners.get(name)
+        if lr is None:  # listener removed by a reload: keep serving with the old one
+            sock.close()
+            return
+        limit = max(1, runtime.config.server.max_sessions // self.share)
+        own = lr.config.max_sessions
+        if len(self.sessions) >= limit or (
+            own and self.per_listener.get(name, 0) >= max(1, own // self.share)
+        ):
+            logs.event("too_busy", listener=name, client=address[0],
+                       sessions=len(self.sessions))
+            try:
+                sock.sendall(TOO_BUSY.render())
+            except OSError:
+                pass
+            sock.close()
+            return
+        session = Session(runtime, lr, sock, address)
+        me = gevent.getcurrent()
+        self.sessions[me] = session
+        self.per_listener[name] = self.per_listener.get(name, 0) + 1
+        try:
+            session.run()
+        finally:
+            del self.sessions[me]
+            self.per_listener[name] -= 1
+
+    # --- signals -------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        try:
+            new = build_runtime(self.config_dir, self.found)
+        except (ConfigError, OSError, ValueError) as exc:
+            logs.event("reload_refused", level=40, error=str(exc).replace("\n", "; "))
+            return
+        moved = [n for n, lr in new.listeners.items()
+                 if n not in self.runtime.listeners
+                 or (lr.config.address, lr.config.port)
+                 != (self.runtime.listeners[n].config.address,
+                     self.runtime.listeners[n].config.port)]
+        if moved:
+            logs.event("reload_listeners_unchanged", level=30, listeners=",".join(moved),
+                       note="new or moved listeners take effect after a restart")
+        new.spool.prepare()
+        self.runtime = new
+        logs.event("reloaded", config_dir=str(self.config_dir))
+
+    def stop(self) -> None:
+        """Stop accepting; 421 to idle sessions; let sessions in DATA finish within
+        ``server.graceful_timeout``; then close the rest."""
+        logs.event("stopping", sessions=len(self.sessions))
+        for server in self.servers:
+            server.close()
+        deadline = time.monotonic() + float(self.runtime.config.server.graceful_timeout)
+        for glet, session in list(self.sessions.items()):
+            session.closing = True  # a busy session says 421 after its message
+            if not session.busy:
+                glet.kill(Shutdown, block=False)
+        while self.sessions and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        for glet, session in list(self.sessions.items()):
+            session.busy = False
+            glet.kill(Shutdown, block=False)
+        gevent.joinall(list(self.sessions), timeout=2)
+        logs.event("stopped")
+        self.stopped.set()
+
+    def install_signals(self) -> None:
+        gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(self.stop))
+        gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(self.stop))
+        gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
+
+    def serve(self) -> None:
+        self.start_listeners()
+        self.install_signals()
+        self.stopped.wait()
+
+
+# --- process model ---------------------------------------------------------------------------
+
+
+def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
+    server = Server(config_dir, found)
+    logs.setup(server.runtime.config.logging)
+    server.prepare_spool()
+    server.bind_all()
+    workers = server.runtime.config.server.workers or os.cpu_count() or 1
+    if workers == 1:
+        server.serve()
+        return 0
+    return _prefork(server, workers)
+
+
+def _prefork(server: Server, workers: int) -> int:
+    server.share = workers
+    children: dict[int, int] = {}
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            gevent.reinit()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            try:
+                server.serve()
+            finally:
+                os._exit(0)
+        children[pid] = index
+
+    for i in range(workers):
+        spawn(i)
+    logs.event("workers", count=workers, pids=",".join(map(str, children)))
+
+    stopping = Event()
+
+    def forward(sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping.set()
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM if sig == signal.SIGINT else sig)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        gevent.signal_handler(sig, forward, sig)
+
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            gevent.sleep(0.1)
+            continue
+        index = children.pop(pid, None)
+        if index is not None and not stopping.is_set():
+            logs.event("worker_died", level=40, pid=pid, status=status)
+            spawn(index)
+    sys.stdout.flush()
+    return 0

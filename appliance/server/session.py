@@ -1,0 +1,498 @@
+"""One SMTP session: owns the socket, the timeouts and the TLS upgrade, drives
+the protocol engine and asks the plugins. One greenlet per session."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING
+
+from .. import logs
+from ..context import Recipient, SessionContext, TLSInfo, Transaction, core_set
+from ..message import Message, MessageReader
+from ..protocol import (
+    NEED_DATA,
+    Auth,
+    AuthResponse,
+    BadCommand,
+    Bdat,
+    ConnectionClosed,
+    Data,
+    DataChunk,
+    DataEnd,
+    Expn,
+    Helo,
+    Help,
+    Mail,
+    Noop,
+    Quit,
+    Rcpt,
+    Reply,
+    Rset,
+    SMTPConnection,
+    StartTLS,
+    Vrfy,
+)
+from ..spool import new_queue_id
+from ..verdict import Action, Verdict
+from . import received
+
+if TYPE_CHECKING:
+    from .runtime import ListenerRuntime, Runtime
+
+READ_SIZE = 65536
+
+OK = Reply(250, "2.0.0", "Ok")
+BYE = Reply(221, "2.0.0", "Bye")
+TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
+SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+TOO_MANY_MESSAGES = Reply(421, "4.7.0", "Too many messages in this session, closing connection")
+TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients")
+TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops (Received headers): mail loop?")
+QUEUE_FAILED = Reply(451, "4.3.0", "Could not queue the message, try again later")
+DISK_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
+NO_AUTH = Reply(503, "5.5.1", "Authentication not enabled")
+NO_STARTTLS = Reply(502, "5.5.1", "STARTTLS not available here")
+
+
+class Shutdown(Exception):
+    """Raised into an idle session's greenlet when the server stops."""
+
+
+class Closing(Exception):
+    """The session is over (QUIT, 421, peer gone)."""
+
+
+class Session:
+    def __init__(self, runtime: Runtime, lr: ListenerRuntime, sock: socket.socket,
+                 address: tuple) -> None:
+        self.runtime = runtime
+        self.lr = lr
+        self.listener = lr.config
+        self.limits = lr.config.limits
+        self.sock = sock
+        self.host = runtime.plugins
+        local = sock.getsockname()
+        self.ctx = SessionContext(
+            session_id=new_queue_id(),
+            listener=lr.name,
+            local_ip=local[0],
+            local_port=local[1],
+            remote_ip=address[0],
+            remote_port=address[1],
+            hostname=runtime.hostname,
+            connected_at=time.time(),
+            max_message_size=int(self.limits.max_message_size),
+            max_recipients=self.limits.max_recipients,
+            max_received_headers=self.limits.max_received_headers,
+        )
+        self.conn = SMTPConnection(
+            tls_active=False,
+            bare_linefeed=self.listener.smtp.bare_linefeed,
+        )
+        self.tx: Transaction | None = None
+        self.reader: MessageReader | None = None
+        self.data_error: Reply | None = None
+        self.discard = False  # a header-stage verdict said: accept and drop
+        self.busy = False  # in DATA/BDAT or committing: finish before a shutdown
+        self.closing = False
+        self._out: list[bytes] = []
+        self._deadline = time.monotonic() + float(self.limits.session_timeout)
+        self.log = logs.SessionLog(self.ctx.session_id)
+
+    # --- I/O -------------------------------------------------------------------------
+
+    def send(self, reply: Reply) -> None:
+        self._out.append(self.conn.send(reply))
+        if reply.code >= 400:
+            self.log.reply(reply)
+
+    def flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self.sock.sendall(data)
+
+    def _recv(self) -> bytes:
+        timeout = float(self.limits.data_timeout if self.busy else self.limits.command_timeout)
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        self.sock.settimeout(min(timeout, left))
+        while True:
+            try:
+                return self.sock.recv(READ_SIZE)
+            except Shutdown:
+                self.closing = True
+                if not self.busy:
+                    raise
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.log.connect(self.ctx)
+        try:
+            if self.listener.tls_mode == "implicit" and not self._handshake():
+                return
+            self._greet()
+            self._loop()
+        except Closing:
+            pass
+        except (TimeoutError, socket.timeout):
+            self.log.event("timeout", state=str(self.conn.state))
+            self._last_words(TIMEOUT)
+        except Shutdown:
+            self._last_words(SHUTTING_DOWN)
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            self.log.event("lost", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._drop_transaction()
+            self.host.notify("on_disconnect", session=self.ctx)
+            self.log.disconnect(self.ctx)
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def _last_words(self, reply: Reply) -> None:
+        try:
+            self.send(reply)
+            self.flush()
+        except (OSError, ValueError):
+            pass
+
+    def _greet(self) -> None:
+        verdict, _ = self.host.decide("connect", self.ctx)
+        if verdict is not None and _refuses(verdict):
+            code, enhanced, text = verdict.reply_parts()
+            if verdict.action is Action.REJECT:
+                # RFC 5321 3.1: a 554 greeting; the client may still QUIT.
+                self.send(Reply(554, None, f"{self.ctx.hostname} {text}"))
+                return
+            self.send(Reply(421 if code >= 400 else code, None,
+                            f"{self.ctx.hostname} {text}"))
+            self.flush()
+            raise Closing
+        banner = self.listener.banner or self.runtime.config.server.banner
+        self.send(Reply(220, None, received.expand_banner(banner, self.ctx)))
+
+    def _loop(self) -> None:
+        while True:
+            event = self.conn.next_event()
+            if event is NEED_DATA:
+                self.flush()
+                if self.closing and not self.busy:
+                    raise Shutdown
+                self.conn.receive_data(self._recv())
+                continue
+            _HANDLERS[type(event)](self, event)
+            if self.conn.closed:  # we answered 421 (or 221): nothing more to read
+                self.flush()
+                raise Closing
+
+    def _handshake(self) -> bool:
+        """TLS handshake (implicit TLS, or after STARTTLS). False: give up quietly."""
+        context = self.lr.ssl_context
+        self.sock.settimeout(float(self.listener.tls.handshake_timeout))
+        try:
+            tls = context.wrap_socket(self.sock, server_side=True,
+                                      do_handshake_on_connect=False)
+            tls.do_handshake()
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            self.log.event("tls_failed", error=f"{type(exc).__name__}: {exc}")
+            return False
+        self.sock = tls
+        cipher = tls.cipher() or ("", "", 0)
+        info = TLSInfo(protocol=tls.version() or "", cipher=cipher[0], bits=cipher[2] or 0,
+                       sni=getattr(tls, "sni_name", "") or "")
+        cert = tls.getpeercert()
+        if cert:
+            info.peer_subject = ", ".join("=".join(x) for rdn in cert.get("subject", ())
+                                          for x in rdn)
+        core_set(self.ctx, "tls", info)
+        self.log.event("tls", protocol=info.protocol, cipher=info.cipher)
+        return True
+
+    # --- commands ----------------------------------------------------------------------
+
+    def on_helo(self, ev: Helo) -> None:
+        verdict, _ = self.host.decide("ehlo", self.ctx, hostname=ev.hostname,
+                                      extended=ev.extended)
+        if self._refused(verdict):
+            return
+        self._drop_transaction()
+        core_set(self.ctx, "helo_name", ev.hostname)
+        core_set(self.ctx, "esmtp", ev.extended)
+        greeting = f"{self.ctx.hostname} Hello {ev.hostname} [{self.ctx.remote_ip}]"
+        if not ev.extended:
+            self.send(Reply(250, None, greeting))
+            return
+        lines = [greeting, "PIPELINING", f"SIZE {self.ctx.max_message_size}", "8BITMIME",
+                 "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"]
+        if self.listener.tls_mode == "starttls" and self.ctx.tls is None:
+            lines.append("STARTTLS")
+        if self.listener.smtp.vrfy:
+            lines.append("VRFY")
+        self.send(Reply(250, None, lines))
+
+    def on_mail(self, ev: Mail) -> None:
+        max_msgs = self.limits.max_messages_per_session
+        if max_msgs and self.ctx.message_count >= max_msgs:
+            self.send(TOO_MANY_MESSAGES)
+            raise Closing
+        size = ev.params.get("SIZE")
+        if size is not None and size > self.ctx.max_message_size:
+            self.send(Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
+            return
+        tx = Transaction(queue_id=new_queue_id(), mail_from=ev.address,
+                         mail_params=dict(ev.params))
+        verdict, _ = self.host.decide("mail_from", self.ctx, tx)
+        if self._refused(verdict):
+            return
+        self.tx = tx
+        self.log.event("mail", queue_id=tx.queue_id, mail_from=f"<{ev.address}>")
+        self.send(Reply(250, "2.1.0", "Ok"))
+
+    def on_rcpt(self, ev: Rcpt) -> None:
+        tx = self.tx
+        assert tx is not None
+        if len(tx.recipients) >= self.ctx.max_recipients:
+            self.send(TOO_MANY_RCPTS)
+            return
+        rcpt = Recipient(ev.address, dict(ev.params))
+        core_set(tx, "current_rcpt", rcpt)
+        core_set(tx, "_discard_current", False)
+        try:
+            verdict, _ = self.host.decide("rcpt_to", self.ctx, tx, recipient=rcpt)
+            if self._refused(verdict):
+                core_set(self.ctx, "bad_recipients", self.ctx.bad_recipients + 1)
+                return
+            if not tx._discard_current and (verdict is None
+                                             or verdict.action is not Action.DISCARD):
+                tx.recipients.append(rcpt)
+            tx.recipients.extend(tx._extra_rcpts)
+            tx._extra_rcpts.clear()
+        finally:
+            core_set(tx, "current_rcpt", None)
+        self.send(Reply(250, "2.1.5", "Ok"))
+
+    def on_data(self, ev: Data) -> None:
+        if self._start_data():
+            self.send(Reply(354, None, "End data with <CR><LF>.<CR><LF>"))
+
+    def on_bdat(self, ev: Bdat) -> None:
+        if self.reader is None and self.data_error is None:
+            self._start_data(bdat=True)
+
+    def _start_data(self, bdat: bool = False) -> bool:
+        verdict, _ = self.host.decide("data_start", self.ctx, self.tx)
+        if verdict is not None and _refuses(verdict):
+            reply = _reply_of(verdict)
+            if bdat:  # the chunk is being read anyway; answer at its end
+                self.data_error = reply
+            else:
+                self._answer(verdict)
+            return False
+        self.reader = MessageReader(str(self.runtime.spool.tmp), self.ctx.max_message_size,
+                                    int(self.limits.max_header_size))
+        self.busy = True
+        return True
+
+    def on_chunk(self, ev: DataChunk) -> None:
+        if self.reader is None or self.data_error is not None:
+            return
+        headers = self.reader.feed(ev.data)
+        if headers is not None:
+            self._headers_stage()
+
+    def _headers_stage(self) -> None:
+        tx, reader = self.tx, self.reader
+        headers = reader.headers
+        if headers.count("Received") > self.ctx.max_received_headers:
+            self.data_error = TOO_MANY_HOPS
+            return
+        core_set(tx, "headers", headers)
+        received.add_received(headers, self.ctx, tx, self.listener.smtp.received_header)
+        verdict, _ = self.host.decide("headers_received", self.ctx, tx, headers=headers)
+        if verdict is not None and _refuses(verdict):
+            self.data_error = _reply_of(verdict)
+        elif verdict is not None and verdict.action is Action.DISCARD:
+            self.discard = True
+
+    def on_data_end(self, ev: DataEnd) -> None:
+        reader = self.reader
+        if ev.error is not None:
+            self._finish_data(ev.error)
+            return
+        if not ev.last:
+            if self.data_error is not None:
+                self._finish_data(self.data_error)
+            else:
+                self.send(Reply(250, "2.0.0", f"{reader.received} octets received"))
+            return
+        if self.data_error is None and reader is not None and reader.error is None:
+            if reader.finish() is not None:
+                self._headers_stage()
+        error = self.data_error or (reader.error if reader else None)
+        if error is not None:
+            self._finish_data(error)
+            return
+        self._deliver()
+
+    def _deliver(self) -> None:
+        tx, reader = self.tx, self.reader
+        message = Message(reader.headers, reader.body)
+        core_set(tx, "size", message.size)
+        verdict, _ = self.host.decide("message", self.ctx, tx, message=message)
+        if verdict is not None and _refuses(verdict):
+            self._finish_data(_reply_of(verdict))
+            return
+        discard = self.discard or (verdict is not None and verdict.action is Action.DISCARD)
+        if discard or not tx.recipients:
+            self.log.event("discarded", queue_id=tx.queue_id)
+            self._count_message(tx)
+            self._finish_data(Reply(250, "2.0.0", f"Ok: queued as {tx.queue_id}"))
+            return
+        try:
+            queue_id, plugin = self.runtime.queue(self.ctx, tx, message)
+        except OSError as exc:
+            self.log.event("queue_failed", queue_id=tx.queue_id,
+                           error=f"{type(exc).__name__}: {exc}")
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            self._finish_data(DISK_FULL if full else QUEUE_FAILED)
+            return
+        except Exception:  # noqa: BLE001 - a queue plugin's failure is a 451
+            self.log.exception("queue_failed", queue_id=tx.queue_id)
+            self._finish_data(QUEUE_FAILED)
+            return
+        if queue_id is None:
+            self.log.event("queue_failed", queue_id=tx.queue_id, error="no queue plugin")
+            self._finish_data(QUEUE_FAILED)
+            return
+        self._count_message(tx)
+        self.log.queued(tx, queue_id, plugin)
+        self._finish_data(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
+
+    def _count_message(self, tx: Transaction) -> None:
+        core_set(self.ctx, "message_count", self.ctx.message_count + 1)
+        core_set(self.ctx, "total_size", self.ctx.total_size + tx.size)
+
+    def _finish_data(self, reply: Reply) -> None:
+        self.send(reply)
+        self._drop_transaction()
+
+    def _drop_transaction(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        self.reader = None
+        self.tx = None
+        self.data_error = None
+        self.discard = False
+        self.busy = False
+
+    def on_rset(self, ev: Rset) -> None:
+        self._drop_transaction()
+        self.send(Reply(250, "2.0.0", "Ok"))
+
+    def on_noop(self, ev: Noop) -> None:
+        self.send(Reply(250, "2.0.0", "Ok"))
+
+    def on_quit(self, ev: Quit) -> None:
+        self.send(BYE)
+        self.flush()
+        raise Closing
+
+    def on_help(self, ev: Help) -> None:
+        self.send(Reply(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT"
+                                      " HELP VRFY EXPN STARTTLS AUTH"))
+
+    def on_vrfy(self, ev: Vrfy) -> None:
+        self.send(Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt"
+                                      " delivery"))
+
+    def on_expn(self, ev: Expn) -> None:
+        self.send(Reply(502, "5.5.1", "EXPN not available"))
+
+    def on_starttls(self, ev: StartTLS) -> None:
+        if self.listener.tls_mode != "starttls":
+            self.send(NO_STARTTLS)
+            return
+        self.send(Reply(220, "2.0.0", "Ready to start TLS"))
+        self.flush()
+        if not self._handshake():
+            raise Closing
+        discarded = self.conn.start_tls()
+        if discarded:
+            self.log.event("starttls_injection", discarded_bytes=discarded)
+        self._drop_transaction()
+        core_set(self.ctx, "helo_name", "")
+        core_set(self.ctx, "esmtp", False)
+
+    def on_auth(self, ev: Auth) -> None:
+        self.send(NO_AUTH)
+
+    def on_auth_response(self, ev: AuthResponse) -> None:
+        self.send(Reply(501, "5.5.2", "Unexpected authentication data"))
+
+    def on_bad(self, ev: BadCommand) -> None:
+        core_set(self.ctx, "bad_commands", self.ctx.bad_commands + 1)
+        if self.ctx.bad_commands > self.limits.max_bad_commands:
+            self.log.event("too_many_errors", bad_commands=self.ctx.bad_commands)
+            self.send(TOO_MANY_ERRORS)
+            self.flush()
+            raise Closing
+        self.send(ev.reply)
+
+    def on_closed(self, ev: ConnectionClosed) -> None:
+        if self.busy:
+            self.log.event("lost_in_data", queue_id=self.tx.queue_id if self.tx else "")
+        raise Closing
+
+    # --- verdicts --------------------------------------------------------------------
+
+    def _refused(self, verdict: Verdict | None) -> bool:
+        """Answer a refusing verdict; True if the command was refused."""
+        if verdict is None or not _refuses(verdict):
+            return False
+        self._answer(verdict)
+        return True
+
+    def _answer(self, verdict: Verdict) -> None:
+        self.send(_reply_of(verdict))
+        if verdict.action is Action.ABORT:
+            self.flush()
+            raise Closing
+
+
+def _refuses(verdict: Verdict) -> bool:
+    return verdict.action in (Action.REJECT, Action.TMPREJECT, Action.ABORT)
+
+
+def _reply_of(verdict: Verdict) -> Reply:
+    code, enhanced, text = verdict.reply_parts()
+    return Reply(code, enhanced, text)
+
+
+_HANDLERS = {
+    Helo: Session.on_helo,
+    Mail: Session.on_mail,
+    Rcpt: Session.on_rcpt,
+    Data: Session.on_data,
+    Bdat: Session.on_bdat,
+    DataChunk: Session.on_chunk,
+    DataEnd: Session.on_data_end,
+    Rset: Session.on_rset,
+    Noop: Session.on_noop,
+    Quit: Session.on_quit,
+    Help: Session.on_help,
+    Vrfy: Session.on_vrfy,
+    Expn: Session.on_expn,
+    StartTLS: Session.on_starttls,
+    Auth: Session.on_auth,
+    AuthResponse: Session.on_auth_response,
+    BadCommand: Session.on_bad,
+    ConnectionClosed: Session.on_closed,
+}

@@ -1,0 +1,196 @@
+"""The on-disk spool: durable hand-off of accepted messages (see docs/spool.md).
+
+Layout under the queue directory::
+
+    tmp/             staging (spilled bodies, files being committed)
+    queue/ID.msg     the message as received, our Received field on top
+    queue/ID.json    the envelope; its presence is the commit mark
+
+Commit: write ID.msg and ID.json in tmp/, fsync both, rename the .msg then the
+.json into queue/, fsync queue/. A crash at any instant leaves either both files
+in queue/ (committed: the client may have had its 250) or no .json (never
+acknowledged: removed by :meth:`Spool.recover`). Nothing here imports gevent;
+the server runs :meth:`Spool.commit` in a thread so fsync blocks no session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+from .message import Message
+
+FORMAT_VERSION = 1
+
+
+def new_queue_id() -> str:
+    """Sortable by arrival time, unique across processes: 13 hex digits of
+    microseconds since the epoch, then 7 random hex digits."""
+    return f"{time.time_ns() // 1000:013X}{secrets.token_hex(4)[:7].upper()}"
+
+
+@frozen
+class QueuedMessage:
+    queue_id: str
+    envelope: dict[str, Any]
+    message_path: Path
+    size: int
+
+
+class Spool:
+    def __init__(self, directory: str | os.PathLike[str], fsync: bool = True) -> None:
+        self.directory = Path(directory)
+        self.tmp = self.directory / "tmp"
+        self.queue = self.directory / "queue"
+        self.fsync = fsync
+
+    def prepare(self) -> None:
+        """Create the directories; fail early (at startup) if we cannot write."""
+        for d in (self.directory, self.tmp, self.queue):
+            d.mkdir(parents=True, exist_ok=True)
+        probe = self.tmp / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+
+    def recover(self) -> list[str]:
+        """Remove what a crash left half-done; returns the names removed."""
+        removed = []
+        for p in self.tmp.iterdir():
+            p.unlink(missing_ok=True)
+            removed.append(str(p))
+        for p in self.queue.glob("*.msg"):
+            if not p.with_suffix(".json").exists():
+                p.unlink(missing_ok=True)
+                removed.append(str(p))
+        return removed
+
+    # --- writing -----------------------------------------------------------------
+
+    def commit(self, queue_id: str, message: Message, envelope: dict[str, Any]) -> Path:
+        """Store message + envelope durably. Blocking; raises OSError on failure,
+        leaving nothing behind in queue/."""
+        msg_tmp = self.tmp / f"{queue_id}.msg"
+        env_tmp = self.tmp / f"{queue_id}.json"
+        msg_final = self.queue / f"{queue_id}.msg"
+        env_final = self.queue / f"{queue_id}.json"
+        try:
+            with open(msg_tmp, "xb") as out:
+                message.write_to(out)
+                out.flush()
+                size = out.tell()
+                if self.fsync:
+                    os.fsync(out.fileno())
+            envelope = {**envelope, "size": size}
+            with open(env_tmp, "xb") as out:
+                out.write(json.dumps(envelope, indent=1, sort_keys=True).encode())
+                out.flush()
+                if self.fsync:
+                    os.fsync(out.fileno())
+            os.rename(msg_tmp, msg_final)
+            os.rename(env_tmp, env_final)
+            if self.fsync:
+                _fsync_dir(self.queue)
+        except BaseException:
+            for p in (env_final, msg_final, env_tmp, msg_tmp):
+                _unlink_quietly(p)
+            raise
+        return msg_final
+
+    # --- reading (the queue CLI, next stages) --------------------------------------
+
+    def ids(self) -> list[str]:
+        return sorted(p.stem for p in self.queue.glob("*.json"))
+
+    def count(self) -> int:
+        return sum(1 for _ in self.queue.glob("*.json"))
+
+    def get(self, queue_id: str) -> QueuedMessage:
+        if not _valid_id(queue_id):
+            raise KeyError(queue_id)
+        env_path = self.queue / f"{queue_id}.json"
+        try:
+            envelope = json.loads(env_path.read_bytes())
+        except FileNotFoundError:
+            raise KeyError(queue_id) from None
+        msg_path = self.queue / f"{queue_id}.msg"
+        return QueuedMessage(queue_id, envelope, msg_path, envelope.get("size", 0))
+
+    def __iter__(self) -> Iterator[QueuedMessage]:
+        for qid in self.ids():
+            try:
+                yield self.get(qid)
+            except KeyError:  # deleted meanwhile
+                continue
+
+    def delete(self, queue_id: str) -> None:
+        """Remove a message: the envelope first, so it is never half-visible."""
+        if not _valid_id(queue_id) or not (self.queue / f"{queue_id}.json").exists():
+            raise KeyError(queue_id)
+        (self.queue / f"{queue_id}.json").unlink()
+        _unlink_quietly(self.queue / f"{queue_id}.msg")
+        if self.fsync:
+            _fsync_dir(self.queue)
+
+
+def _valid_id(queue_id: str) -> bool:
+    return queue_id.isalnum() and 0 < len(queue_id) <= 64
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def envelope(session: Any, transaction: Any) -> dict[str, Any]:
+    """The envelope JSON of an accepted message (docs/spool.md)."""
+    tx, s = transaction, session
+    return {
+        "version": FORMAT_VERSION,
+        "queue_id": tx.queue_id,
+        "session_id": s.session_id,
+        "received_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "listener": {"name": s.listener, "ip": s.local_ip, "port": s.local_port},
+        "client": {
+            "ip": s.remote_ip,
+            "port": s.remote_port,
+            "helo": s.helo_name,
+            "esmtp": s.esmtp,
+            "reverse_name": s.reverse_name,
+            "auth_user": s.auth_user or None,
+            "tls": s.tls.as_dict() if s.tls else None,
+        },
+        "mail_from": {
+            "address": tx.mail_from,
+            "params": {k: v for k, v in tx.mail_params.items()},
+        },
+        "recipients": [r.as_dict() for r in tx.recipients],
+        "dsn": {
+            "ret": tx.mail_params.get("RET"),
+            "envid": tx.mail_params.get("ENVID"),
+        },
+        "delay_until": tx.delay_until.isoformat() if tx.delay_until else None,
+        "checks": {
+            "spf": s.spf_result,
+            "sender_mx": s.sender_mx_result,
+            "dnsbl": s.dnsbl_result,
+            "geoip_country": s.geoip_country,
+        },
+        "trace": [e.as_dict() for e in tx.trace],
+    }

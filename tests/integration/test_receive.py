@@ -1,0 +1,298 @@
+"""Receiving mail end to end: real server process, real clients, real spool."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import socket
+import subprocess
+
+import pytest
+
+from .conftest import have, read_reply
+
+MSG = (b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hello\r\n"
+       b"Message-ID: <1@example.org>\r\n\r\nbody line 1\r\n.leading dot\r\nend\r\n")
+
+
+def stored(app, index=-1):
+    env_path = app.queued()[index]
+    env = json.loads(env_path.read_text())
+    return env, env_path.with_suffix(".msg").read_bytes()
+
+
+def talk(sock, line: bytes) -> bytes:
+    sock.sendall(line)
+    return read_reply(sock)
+
+
+def connect(app, port=None):
+    s = socket.create_connection(("127.0.0.1", port or app.port), timeout=10)
+    assert read_reply(s).startswith(b"220 ")
+    return s
+
+
+def test_smtplib_message_is_spooled_with_envelope_and_received(appliance):
+    with smtplib.SMTP("127.0.0.1", appliance.port) as c:
+        code, ehlo = c.ehlo("client.example.org")
+        assert code == 250
+        resp = c.sendmail("a@example.org", ["b@example.net", "c@example.net"], MSG,
+                          mail_options=["SIZE=%d" % len(MSG), "RET=HDRS", "ENVID=env+2B1"],
+                          rcpt_options=["NOTIFY=SUCCESS,FAILURE",
+                                        "ORCPT=rfc822;b+40example.net"])
+        assert resp == {}
+    env, data = stored(appliance)
+    assert env["mail_from"]["address"] == "a@example.org"
+    assert env["mail_from"]["params"]["SIZE"] == len(MSG)
+    assert env["dsn"] == {"ret": "HDRS", "envid": "env+1"}
+    assert [r["address"] for r in env["recipients"]] == ["b@example.net", "c@example.net"]
+    assert env["recipients"][0]["params"]["NOTIFY"] == ["SUCCESS", "FAILURE"]
+    assert env["recipients"][0]["params"]["ORCPT"] == "rfc822;b@example.net"
+    assert env["client"]["helo"] == "client.example.org"
+    assert env["client"]["ip"] == "127.0.0.1"
+    assert env["size"] == len(data)
+    first, rest = data.split(b"\r\n", 1)
+    assert first.startswith(b"Received: from client.example.org (unknown [127.0.0.1])")
+    assert b"by mx.test.example (smtp-appliance) with ESMTP id " + env["queue_id"].encode() in rest
+    # dot-unstuffing: the client stuffed ".leading", we store it as sent
+    assert data.endswith(MSG[MSG.index(b"Subject"):].split(b"\r\n\r\n", 1)[1])
+    assert b"\r\n.leading dot\r\n" in data
+
+
+def test_ehlo_advertises_extensions_and_size(appliance):
+    with smtplib.SMTP("127.0.0.1", appliance.port) as c:
+        c.ehlo("x.example")
+        for ext in ("pipelining", "8bitmime", "smtputf8", "enhancedstatuscodes",
+                    "chunking", "dsn"):
+            assert c.has_extn(ext), ext
+        assert c.esmtp_features["size"] == str(10 * 1024 * 1024)
+        assert not c.has_extn("starttls")  # plain listener
+        assert not c.has_extn("auth")
+
+
+def test_pipelined_commands_in_one_write(appliance):
+    s = connect(appliance)
+    s.sendall(b"EHLO p.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n"
+              b"RCPT TO:<bad address>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n")
+    data = b""
+    while data.count(b"\r\n354 ") == 0 and not data.startswith(b"354 "):
+        data += s.recv(65536)
+    lines = [ln for ln in data.split(b"\r\n") if ln and ln[3:4] == b" "]
+    codes = [ln[:3] for ln in lines]
+    assert codes == [b"250", b"250", b"250", b"501", b"250", b"354"]
+    assert talk(s, b"Subject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n").startswith(b"250 2.0.0 Ok: queued")
+    env, _ = stored(appliance)
+    assert [r["address"] for r in env["recipients"]] == ["b@example.net", "c@example.net"]
+
+
+def test_bdat_chunks_binary_exact(appliance):
+    s = connect(appliance)
+    assert talk(s, b"EHLO b.example\r\n").startswith(b"250")
+    assert talk(s, b"MAIL FROM:<a@example.org> BODY=BINARYMIME\r\n").startswith(b"250")
+    assert talk(s, b"RCPT TO:<b@example.net>\r\n").startswith(b"250")
+    part1 = b"Subject: bin\r\n\r\n\x00\x01\r\n.\r\n"
+    part2 = bytes(range(256)) + b"\n\r.\r\n"
+    r1 = talk(s, b"BDAT %d\r\n" % len(part1) + part1)
+    assert r1.startswith(b"250 2.0.0"), r1
+    r2 = talk(s, b"BDAT %d LAST\r\n" % len(part2) + part2)
+    assert r2.startswith(b"250 2.0.0 Ok: queued as"), r2
+    _, data = stored(appliance)
+    assert data.endswith(b"\r\n\r\n\x00\x01\r\n.\r\n" + part2)
+
+
+def test_smtputf8_address(appliance):
+    with smtplib.SMTP("127.0.0.1", appliance.port) as c:
+        c.ehlo("u.example")
+        c.sendmail("jörg@exämple.org", ["ünïcode@例え.jp"], MSG,
+                   mail_options=["SMTPUTF8"])
+    env, data = stored(appliance)
+    assert env["mail_from"]["address"] == "jörg@exämple.org"
+    assert env["recipients"][0]["address"] == "ünïcode@例え.jp"
+    assert b" with UTF8SMTP id " in data
+
+
+def test_size_limit_at_mail_and_in_data_then_session_continues(make_appliance):
+    app = make_appliance('[limits]\nmax_message_size = "2 KiB"\n')
+    s = connect(app)
+    talk(s, b"EHLO s.example\r\n")
+    assert talk(s, b"MAIL FROM:<a@example.org> SIZE=2049\r\n").startswith(b"552 5.3.4")
+    assert talk(s, b"MAIL FROM:<a@example.org> SIZE=2048\r\n").startswith(b"250")
+    assert talk(s, b"RCPT TO:<b@example.net>\r\n").startswith(b"250")
+    assert talk(s, b"DATA\r\n").startswith(b"354")
+    big = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n"
+    big = big * 40
+    assert talk(s, big + b".\r\n").startswith(b"552 5.3.4")
+    assert app.queued() == []
+    # exactly at the limit is fine: the session goes on
+    talk(s, b"MAIL FROM:<a@example.org>\r\n")
+    talk(s, b"RCPT TO:<b@example.net>\r\n")
+    talk(s, b"DATA\r\n")
+    exact = b"S: x\r\n\r\n" + b"y" * (2048 - 8 - 2) + b"\r\n"
+    assert len(exact) == 2048
+    assert talk(s, exact + b".\r\n").startswith(b"250 2.0.0")
+    assert len(app.queued()) == 1
+
+
+def test_max_recipients_boundary(make_appliance):
+    app = make_appliance("[limits]\nmax_recipients = 3\n")
+    s = connect(app)
+    talk(s, b"EHLO r.example\r\n")
+    talk(s, b"MAIL FROM:<a@example.org>\r\n")
+    for i in range(3):
+        assert talk(s, b"RCPT TO:<r%d@example.net>\r\n" % i).startswith(b"250 2.1.5")
+    assert talk(s, b"RCPT TO:<r4@example.net>\r\n").startswith(b"452 4.5.3")
+    talk(s, b"DATA\r\n")
+    assert talk(s, b"Subject: r\r\n\r\nx\r\n.\r\n").startswith(b"250")
+    env, _ = stored(app)
+    assert len(env["recipients"]) == 3
+
+
+def test_loop_protection_by_received_count(make_appliance):
+    app = make_appliance("[limits]\nmax_received_headers = 5\n")
+    with smtplib.SMTP("127.0.0.1", app.port) as c:
+        ok = b"Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\r\n" * 5 + MSG
+        assert c.sendmail("a@example.org", ["b@example.net"], ok) == {}
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            c.sendmail("a@example.org", ["b@example.net"],
+                       b"Received: from z by y; Mon, 1 Jan 2024 00:00:00 +0000\r\n" + ok)
+        assert e.value.smtp_code == 554 and e.value.smtp_error.startswith(b"5.4.6")
+    assert len(app.queued()) == 1
+
+
+def test_bad_command_limit_closes_and_others_still_served(appliance):
+    s = connect(appliance)
+    for i in range(8):
+        assert talk(s, b"BOGUS %d\r\n" % i).startswith(b"500 5.5.2"), i
+    assert talk(s, b"RCPT TO:<x@y.z>\r\n").startswith(b"421 4.7.0")
+    assert s.recv(100) == b""
+    with smtplib.SMTP("127.0.0.1", appliance.port) as c:
+        assert c.sendmail("a@example.org", ["b@example.net"], MSG) == {}
+
+
+def test_max_messages_per_session(make_appliance):
+    app = make_appliance("[limits]\nmax_messages_per_session = 2\n")
+    with smtplib.SMTP("127.0.0.1", app.port) as c:
+        c.sendmail("a@example.org", ["b@example.net"], MSG)
+        c.sendmail("a@example.org", ["b@example.net"], MSG)
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:
+            c.sendmail("a@example.org", ["b@example.net"], MSG)
+        assert e.value.smtp_code == 421
+    assert len(app.queued()) == 2
+
+
+def test_banner_variables(make_appliance):
+    app = make_appliance('[server]\nbanner = "#HostName# at #ConnectedIP# t=#UnixTime# ESMTP"\n')
+    s = socket.create_connection(("127.0.0.1", app.port))
+    banner = read_reply(s).decode()
+    assert banner.startswith("220 mx.test.example at 127.0.0.1 t=")
+    assert banner.split("t=")[1].split()[0].isdigit()
+
+
+def test_max_sessions_gives_421_and_frees_up(make_appliance):
+    app = make_appliance("[server]\nmax_sessions = 2\n")
+    a, b = connect(app), connect(app)
+    c = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+    assert read_reply(c).startswith(b"421 4.3.2")
+    talk(a, b"QUIT\r\n")
+    a.close()
+    for _ in range(50):  # the server notices the closed session
+        d = socket.create_connection(("127.0.0.1", app.port), timeout=10)
+        reply = read_reply(d)
+        if reply.startswith(b"220"):
+            break
+    assert reply.startswith(b"220")
+    b.close()
+
+
+def test_command_timeout(make_appliance):
+    app = make_appliance('[limits]\ncommand_timeout = "1s"\n')
+    s = connect(app)
+    s.settimeout(30)
+    assert s.recv(1000).startswith(b"421 4.4.2")
+
+
+def test_disconnect_mid_data_stores_nothing(appliance):
+    s = connect(appliance)
+    talk(s, b"EHLO d.example\r\nMAIL FROM:<a@example.org>\r\n")
+    talk(s, b"RCPT TO:<b@example.net>\r\n")
+    assert talk(s, b"DATA\r\n").startswith(b"354")
+    s.sendall(b"Subject: cut\r\n\r\n" + b"z" * 500000)
+    s.close()
+    with smtplib.SMTP("127.0.0.1", appliance.port) as c:  # still serving
+        c.noop()
+    assert appliance.queued() == []
+    assert list((appliance.spool / "tmp").iterdir()) == []
+    assert "lost_in_data" in appliance.log()
+
+
+def test_smuggling_payload_is_one_message(appliance):
+    s = connect(appliance)
+    talk(s, b"EHLO smug.example\r\nMAIL FROM:<a@example.org>\r\n")
+    talk(s, b"RCPT TO:<b@example.net>\r\n")
+    talk(s, b"DATA\r\n")
+    payload = (b"Subject: one\r\n\r\nx\r\n\n.\n"
+               b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@example.net>\r\n"
+               b"DATA\r\nSubject: smuggled\r\n\r\n.\r\n")
+    reply = talk(s, payload)
+    # bare LF is refused by default: nothing stored, nothing smuggled
+    assert reply.startswith(b"550 5.6.0"), reply
+    assert appliance.queued() == []
+
+
+def test_bare_lf_normalised_when_allowed(make_appliance):
+    app = make_appliance('[smtp]\nbare_linefeed = "normalize"\n')
+    s = connect(app)
+    talk(s, b"EHLO n.example\r\nMAIL FROM:<a@example.org>\r\n")
+    talk(s, b"RCPT TO:<b@example.net>\r\n")
+    talk(s, b"DATA\r\n")
+    reply = talk(s, b"Subject: lf\r\n\r\nline1\nline2\n.\nstill body\r\n.\r\n")
+    assert reply.startswith(b"250 2.0.0")
+    env, data = stored(app)
+    assert data.endswith(b"\r\n\r\nline1\r\nline2\r\n.\r\nstill body\r\n")
+    assert len(app.queued()) == 1
+
+
+def test_vrfy_and_expn_off_by_default(appliance):
+    s = connect(appliance)
+    talk(s, b"EHLO v.example\r\n")
+    assert talk(s, b"VRFY postmaster\r\n").startswith(b"252 2.5.2")
+    assert talk(s, b"EXPN staff\r\n").startswith(b"502 5.5.1")
+
+
+def test_ipv6_listener(make_appliance):
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    app = make_appliance(listeners={"v6": {"address": "::1"}})
+    with smtplib.SMTP("::1", app.port) as c:
+        c.ehlo("six.example")
+        assert c.sendmail("a@example.org", ["b@example.net"], MSG) == {}
+    env, data = stored(app)
+    assert env["client"]["ip"] == "::1"
+    assert b"[IPv6:::1]" in data
+
+
+@pytest.mark.skipif(not have("swaks"), reason="swaks (Debian) is installed by make test")
+def test_swaks_delivers(appliance):
+    out = subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(appliance.port),
+         "--from", "swaks@example.org", "--to", "rcpt@example.net",
+         "--helo", "swaks.example", "--header", "Subject: via swaks"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "250 2.0.0 Ok: queued as" in out.stdout
+    env, data = stored(appliance)
+    assert env["client"]["helo"] == "swaks.example"
+    assert b"Subject: via swaks" in data
+
+
+@pytest.mark.skipif(not have("swaks"), reason="swaks (Debian) is installed by make test")
+def test_swaks_pipelining_and_chunking_flags(appliance):
+    out = subprocess.run(
+        ["swaks", "--server", "127.0.0.1", "--port", str(appliance.port), "--pipeline",
+         "--from", "p@example.org", "--to", "a@example.net,b@example.net"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    env, _ = stored(appliance)
+    assert len(env["recipients"]) == 2
