@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("show", "delete"):
         qs.add_parser(name).add_argument("queue_id")
     # Let --config-dir also come after the subcommand, as admins type it.
-    for sp in (*sub.choices.values(),):
+    for sp in (*sub.choices.values(), *qs.choices.values()):
         sp.add_argument("--config-dir", dest="config_dir_sub", default=None,
                         help=argparse.SUPPRESS)
     return p

@@ -84,14 +84,15 @@ class Message:
 
     @property
     def size(self) -> int:
-        """Size in octets as it will be stored (headers as now edited + body)."""
-        return len(self.headers.to_bytes()) + self.body.size
+        """Size in octets as it will be stored (headers as now edited, the blank
+        line, the body)."""
+        return len(self.headers.to_bytes()) + 2 + self.body.size
 
     def open_body(self) -> BinaryIO:
         return self.body.open()
 
     def write_to(self, out: BinaryIO) -> None:
-        out.write(self.headers.to_bytes())
+        out.write(self.headers.to_bytes() + b"\r\n")
         self.body.copy_to(out)
 
     def as_bytes(self) -> bytes:
@@ -143,20 +144,22 @@ class MessageReader:
         if end > self.max_header_size:
             self._fail(HEADER_TOO_LARGE)
             return None
-        return self._split(end)
+        return self._split(end, end + 2)
 
     def finish(self) -> Headers | None:
         """End of data: a message without a blank line is all header section."""
         if self.headers is None and self.error is None:
-            return self._split(len(self._head))
+            return self._split(len(self._head), len(self._head))
         return None
 
-    def _split(self, end: int) -> Headers:
+    def _split(self, end: int, body_start: int) -> Headers:
+        """Header section is ``_head[:end]``; the body starts at ``body_start``
+        (after the blank line). Lines that are not fields start the body."""
         headers, rest = Headers.parse(bytes(self._head[:end]))
         if rest:
             self.body.write(rest)
-        if end < len(self._head):
-            self.body.write(bytes(self._head[end:]))
+        if body_start < len(self._head):
+            self.body.write(bytes(self._head[body_start:]))
         self._head = bytearray()
         self.headers = headers
         return headers

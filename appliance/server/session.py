@@ -140,7 +140,7 @@ class Session:
             self._greet()
             self._loop()
         except Closing:
-            pass
+            self._flush_quietly()
         except (TimeoutError, socket.timeout):
             self.log.event("timeout", state=str(self.conn.state))
             self._last_words(TIMEOUT)
@@ -158,8 +158,11 @@ class Session:
                 pass
 
     def _last_words(self, reply: Reply) -> None:
+        self.send(reply)
+        self._flush_quietly()
+
+    def _flush_quietly(self) -> None:
         try:
-            self.send(reply)
             self.flush()
         except (OSError, ValueError):
             pass
