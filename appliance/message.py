@@ -8,6 +8,7 @@ a staging file in the spool's ``tmp/`` directory.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tempfile
@@ -21,6 +22,13 @@ SPILL_THRESHOLD = 256 * 1024
 
 HEADER_TOO_LARGE = Reply(552, "5.3.4", "Message header section too large")
 MESSAGE_TOO_LARGE = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+DISK_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
+STORAGE_FAILED = Reply(451, "4.3.0", "Could not store the message, try again later")
+
+
+def storage_error(exc: OSError) -> Reply:
+    """The reply for a failure to write message data: 452 when the disk is full."""
+    return DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else STORAGE_FAILED
 
 
 class Body:
@@ -121,6 +129,13 @@ class MessageReader:
         self._head = bytearray()
 
     def feed(self, data: bytes) -> Headers | None:
+        try:
+            return self._feed(data)
+        except OSError as exc:  # the staging file could not be written
+            self._fail(storage_error(exc))
+            return None
+
+    def _feed(self, data: bytes) -> Headers | None:
         self.received += len(data)
         if self.error is not None:
             return None
@@ -149,7 +164,10 @@ class MessageReader:
     def finish(self) -> Headers | None:
         """End of data: a message without a blank line is all header section."""
         if self.headers is None and self.error is None:
-            return self._split(len(self._head), len(self._head))
+            try:
+                return self._split(len(self._head), len(self._head))
+            except OSError as exc:
+                self._fail(storage_error(exc))
         return None
 
     def _split(self, end: int, body_start: int) -> Headers:

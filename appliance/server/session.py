@@ -3,7 +3,6 @@ the protocol engine and asks the plugins. One greenlet per session."""
 
 from __future__ import annotations
 
-import errno
 import socket
 import ssl
 import time
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from .. import logs
 from ..context import Recipient, SessionContext, TLSInfo, Transaction, core_set
-from ..message import Message, MessageReader
+from ..message import Message, MessageReader, storage_error
 from ..protocol import (
     NEED_DATA,
     Auth,
@@ -53,7 +52,6 @@ TOO_MANY_MESSAGES = Reply(421, "4.7.0", "Too many messages in this session, clos
 TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients")
 TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops (Received headers): mail loop?")
 QUEUE_FAILED = Reply(451, "4.3.0", "Could not queue the message, try again later")
-DISK_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 NO_AUTH = Reply(503, "5.5.1", "Authentication not enabled")
 NO_STARTTLS = Reply(502, "5.5.1", "STARTTLS not available here")
 
@@ -141,7 +139,7 @@ class Session:
             self._loop()
         except Closing:
             self._flush_quietly()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             self.log.event("timeout", state=str(self.conn.state))
             self._last_words(TIMEOUT)
         except Shutdown:
@@ -364,8 +362,7 @@ class Session:
         except OSError as exc:
             self.log.event("queue_failed", queue_id=tx.queue_id,
                            error=f"{type(exc).__name__}: {exc}")
-            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            self._finish_data(DISK_FULL if full else QUEUE_FAILED)
+            self._finish_data(storage_error(exc))
             return
         except Exception:  # noqa: BLE001 - a queue plugin's failure is a 451
             self.log.exception("queue_failed", queue_id=tx.queue_id)

@@ -1,0 +1,136 @@
+"""What ``smtp-appliance check-config`` prints.
+
+Kept apart from the loader so the loader stays about correctness and this module about
+what an admin needs to see: which files were read, what will listen where, and for
+one listener the effective value of every key and where it came from.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .convert import show
+from .loader import LISTENER_OVERRIDES, ConfigError, load_config
+from .schema import AppConfig, Listener, PluginConfig
+from .units import Duration, Size, format_duration, format_size
+
+__all__ = ["check_config", "describe_listener"]
+
+_NO_PLUGINS: Mapping[str, type[PluginConfig]] = types.MappingProxyType({})
+
+
+def check_config(
+    config_dir: str | Path, plugin_schemas: Mapping[str, type[PluginConfig]] = _NO_PLUGINS
+) -> tuple[int, str]:
+    """Load the config and return ``(exit status, text to print)``: 0 and a summary, or
+    1 and one line per error."""
+    try:
+        config = load_config(config_dir, plugin_schemas)
+    except ConfigError as exc:
+        return 1, "\n".join(exc.errors)
+    return 0, summary(config)
+
+
+def summary(config: AppConfig) -> str:
+    lines = [f"configuration OK ({len(config.sources)} files)", "files read, in merge order:"]
+    lines += [f"  {source}" for source in config.sources]
+    server = config.server
+    lines.append(
+        f"server: hostname {show(server.hostname) if server.hostname else '(machine FQDN)'}, "
+        f"max_sessions {server.max_sessions}, workers {server.workers or 'one per CPU'}"
+    )
+    lines.append("listeners:")
+    width = max(len(name) for name in config.listeners)
+    for name, listener in config.listeners.items():
+        state = "" if listener.enabled else "  (disabled)"
+        lines.append(f"  {name:<{width}}  {endpoint(listener):<22} tls {listener.tls_mode}{state}")
+    fsync = "fsync on" if config.queue.fsync else "fsync OFF: accepted mail may be lost"
+    lines.append(f"spool directory: {config.queue.directory} ({fsync})")
+    log = config.logging
+    where = {"file": f"file {log.file}", "syslog": f"syslog facility {log.syslog_facility}"}
+    lines.append(
+        f"logging: level {log.level}, format {log.format}, "
+        f"to {where.get(log.destination, log.destination)}"
+    )
+    if not config.plugins:
+        lines.append("plugins: none installed")
+    else:
+        lines.append("plugins, in run order:")
+        width = max(len(name) for name in config.plugins)
+        ordered = sorted(config.plugins.items(), key=lambda item: (item[1].priority, item[0]))
+        for name, plugin in ordered:
+            state = "enabled " if plugin.enabled else "disabled"
+            lines.append(
+                f"  {name:<{width}}  {state}  priority {plugin.priority:<5} mode {plugin.mode}"
+            )
+    return "\n".join(lines)
+
+
+def endpoint(listener: Listener) -> str:
+    address = f"[{listener.address}]" if ":" in listener.address else listener.address
+    return f"{address}:{listener.port}"
+
+
+def describe_listener(config: AppConfig, name: str) -> str:
+    """The effective settings of listener ``name`` as TOML, each key with its origin.
+
+    :raises KeyError: if there is no such listener.
+    """
+    if name not in config.listeners:
+        known = ", ".join(config.listeners) or "none"
+        raise KeyError(f"no listener named {name!r} (configured: {known})")
+    listener = config.listeners[name]
+    base = f"listeners.{name}"
+    rows: list[tuple[str, str]] = []
+
+    def row(text: str, comment: str) -> None:
+        rows.append((text, comment))
+
+    row(f"[{base}]", "")
+    for field in attrs.fields(Listener):
+        if field.name in LISTENER_OVERRIDES:
+            continue
+        value = getattr(listener, field.name)
+        origin = _origin(config, f"{base}.{field.name}")
+        if field.name == "max_sessions" and value is None:
+            cap = config.server.max_sessions
+            row(f"# max_sessions not set: only server.max_sessions ({cap}) applies", "")
+        elif field.name == "banner" and value is None:
+            server_origin = _origin(config, "server.banner")
+            row(f"banner = {render(config.server.banner)}", f"from server.banner, {server_origin}")
+        else:
+            row(f"{field.name} = {render(value)}", origin)
+    for table in LISTENER_OVERRIDES:
+        row("", "")
+        row(f"[{base}.{table}]", "")
+        for field in attrs.fields(type(getattr(listener, table))):
+            value = getattr(getattr(listener, table), field.name)
+            own = config.origins.get(f"{base}.{table}.{field.name}")
+            if own is not None:
+                where = f"listener override, {own}"
+            else:
+                where = f"[{table}], {_origin(config, f'{table}.{field.name}')}"
+            row(f"{field.name} = {render(value)}", where)
+    width = max(len(text) for text, comment in rows if comment)
+    return "\n".join(
+        f"{text:<{width}}  # {comment}" if comment else text for text, comment in rows
+    ).rstrip()
+
+
+def _origin(config: AppConfig, key: str) -> str:
+    origin = config.origins.get(key)
+    return str(origin) if origin is not None else "default"
+
+
+def render(value: Any) -> str:
+    """A value as TOML, units spelled out, so the output can be pasted into a file."""
+    if isinstance(value, Size):
+        return show(format_size(value))
+    if isinstance(value, Duration):
+        return show(format_duration(value))
+    return show(value)

@@ -1,0 +1,201 @@
+"""The configuration schema: one frozen attrs class per table.
+
+These classes are the contract between the config files and the rest of the
+appliance: the loader structures the merged TOML into them, and the server only ever
+reads these objects (never the TOML). Defaults here are the documented defaults and
+are safe for an internet-facing port 25 (CONFIG-CONVENTIONS: "Defaults are safe").
+
+Constraints that a type cannot express are attached with ``typing.Annotated`` and a
+:class:`Check`, so the loader can report every broken key with its path instead of
+stopping at the first failing attrs validator.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from attrs import field, frozen
+
+from .units import Duration, FilePath, Size
+
+__all__ = [
+    "AppConfig",
+    "Check",
+    "Limits",
+    "Listener",
+    "Logging",
+    "PluginConfig",
+    "Queue",
+    "Server",
+    "Smtp",
+    "Tls",
+]
+
+
+@frozen
+class Check:
+    """A constraint on a config value, checked after the value has its type.
+
+    Use it as ``Annotated[int, Check(lambda v: v >= 1, "an integer of at least 1")]``;
+    ``expected`` completes the sentence "expected ... (got ...)" in error messages.
+    """
+
+    test: Callable[[Any], bool]
+    expected: str
+
+
+def at_least(minimum: int, what: str = "an integer") -> Check:
+    return Check(lambda value: value >= minimum, f"{what} of at least {minimum}")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_file_or_unset(value: str) -> bool:
+    return value == "" or os.path.isfile(value)
+
+
+_POSITIVE_DURATION = Check(lambda value: value > 0, "a duration longer than 0s")
+_EXISTING_FILE = Check(_is_file_or_unset, "an existing file")
+_AT_LEAST_1_KIB = Check(lambda value: value >= 1024, 'a size of at least "1 KiB"')
+SYSLOG_FACILITIES = (
+    "kern user mail daemon auth syslog lpr news uucp cron authpriv ftp "
+    "local0 local1 local2 local3 local4 local5 local6 local7"
+).split()
+
+TlsMode = Literal["none", "starttls", "implicit"]
+
+
+@frozen(kw_only=True)
+class Server:
+    """Settings of the whole server process (not of one listener)."""
+
+    hostname: str = ""
+    banner: str = "#HostName# ESMTP smtp-appliance"
+    max_sessions: Annotated[int, at_least(1)] = 1000
+    workers: Annotated[int, at_least(0)] = 1
+    graceful_timeout: Duration = Duration("30s")
+    plugin_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("30s")
+
+
+@frozen(kw_only=True)
+class Tls:
+    """Certificates and protocol settings, global or overridden per listener."""
+
+    certificate: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
+    key: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    ciphers: str = ""
+    dh_params: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
+    handshake_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("30s")
+
+
+@frozen(kw_only=True)
+class Limits:
+    """Per-session and per-message limits, global or overridden per listener."""
+
+    max_message_size: Annotated[Size, _AT_LEAST_1_KIB] = Size("10 MiB")
+    max_recipients: Annotated[int, at_least(1)] = 1000
+    max_messages_per_session: Annotated[int, at_least(0)] = 1000
+    max_received_headers: Annotated[int, at_least(1)] = 30
+    max_bad_commands: Annotated[int, at_least(1)] = 8
+    max_header_size: Annotated[Size, _AT_LEAST_1_KIB] = Size("256 KiB")
+    session_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("15m")
+    command_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("120s")
+    data_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("120s")
+
+
+@frozen(kw_only=True)
+class Smtp:
+    """Protocol behaviour, global or overridden per listener."""
+
+    bare_linefeed: Literal["reject", "normalize"] = "reject"
+    received_header: Literal["all", "non-authenticated", "none"] = "all"
+    vrfy: bool = False
+    expn: bool = False
+
+
+@frozen(kw_only=True)
+class Listener:
+    """One listening socket, with its limits, smtp and tls settings fully resolved.
+
+    ``limits``, ``smtp`` and ``tls`` are the *effective* tables: the listener's own
+    override for each key it sets, the global table's value for every other key.
+    The TLS mode is ``tls_mode`` because ``tls`` is the override table.
+    """
+
+    address: Annotated[
+        str, Check(_is_ip, 'an IPv4 or IPv6 address such as "127.0.0.1" or "::"')
+    ] = "127.0.0.1"
+    port: Annotated[int, Check(lambda value: 1 <= value <= 65535, "a port from 1 to 65535")]
+    tls_mode: TlsMode = "none"
+    enabled: bool = True
+    max_sessions: Annotated[int, at_least(1)] | None = None
+    banner: str | None = None
+    limits: Limits = field(factory=Limits)
+    smtp: Smtp = field(factory=Smtp)
+    tls: Tls = field(factory=Tls)
+
+
+@frozen(kw_only=True)
+class Queue:
+    """Where accepted messages are spooled."""
+
+    directory: Annotated[FilePath, Check(bool, "a directory path")] = FilePath(
+        "/var/spool/smtp-appliance"
+    )
+    fsync: bool = True
+
+
+@frozen(kw_only=True)
+class Logging:
+    """Where and how the appliance logs."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+    destination: Literal["stderr", "syslog", "file"] = "stderr"
+    file: FilePath = FilePath("")
+    syslog_facility: Annotated[
+        str, Check(SYSLOG_FACILITIES.__contains__, 'a syslog facility such as "mail" or "local0"')
+    ] = "mail"
+
+
+@frozen(kw_only=True)
+class PluginConfig:
+    """The keys every plugin has; a plugin's own config class subclasses this.
+
+    A plugin declares its own keys as kw_only fields of a ``@frozen`` subclass; they
+    may use :class:`~appliance.config.units.Size`, ``Duration``, ``FilePath``,
+    ``Literal`` and ``Annotated[..., Check(...)]`` like the core tables do.
+    """
+
+    enabled: bool = True
+    priority: int = 100
+    mode: Literal["enforce", "monitor"] = "enforce"
+
+
+@frozen(kw_only=True)
+class AppConfig:
+    """The whole validated configuration, as read by the server."""
+
+    server: Server = field(factory=Server)
+    listeners: dict[str, Listener] = field(factory=dict)
+    tls: Tls = field(factory=Tls)
+    limits: Limits = field(factory=Limits)
+    smtp: Smtp = field(factory=Smtp)
+    queue: Queue = field(factory=Queue)
+    logging: Logging = field(factory=Logging)
+    plugins: dict[str, PluginConfig] = field(factory=dict)
+    #: The files read, in merge order.
+    sources: tuple[Path, ...] = ()
+    #: Which file set each key, by dotted key path ("listeners.mta.port"); for reports.
+    origins: dict[str, Path] = field(factory=dict, eq=False, repr=False)

@@ -1,0 +1,86 @@
+"""The shipped conf.d is a working example: it loads, and says what the docs say."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import attrs
+import pytest
+import tomli
+
+from appliance.config import ConfigError, Limits, PluginConfig, Smtp, check_config, load_config
+
+from .conftest import ConfDir
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "conf.d"
+PLUGINS = {"spool": PluginConfig}
+
+
+@pytest.fixture
+def shipped(tmp_path: Path) -> ConfDir:
+    """conf.d copied to tmp, with the dummy certificate `make serve` would generate."""
+    conf = ConfDir.__new__(ConfDir)
+    conf.root, conf.path = tmp_path, tmp_path / "conf.d"
+    shutil.copytree(SHIPPED, conf.path)
+    conf.make_certificate()
+    return conf
+
+
+def test_shipped_files(shipped) -> None:
+    assert sorted(p.name for p in shipped.path.glob("*.toml")) == [
+        "00-server.toml",
+        "10-listeners.toml",
+        "20-tls.toml",
+        "30-limits.toml",
+        "40-queue.toml",
+        "45-plugins.toml",
+    ]
+
+
+def test_shipped_config_loads(shipped) -> None:
+    config = load_config(shipped.path, PLUGINS)
+    listeners = {
+        name: (listener.address, listener.port, listener.tls_mode)
+        for name, listener in config.listeners.items()
+    }
+    assert listeners == {
+        "mta": ("127.0.0.1", 2525, "starttls"),
+        "submission": ("127.0.0.1", 2587, "starttls"),
+        "submissions": ("127.0.0.1", 2465, "implicit"),
+    }
+    assert config.server.hostname == ""
+    assert config.tls.certificate == str(shipped.root / "var" / "tls" / "cert.pem")
+    assert config.tls.key == str(shipped.root / "var" / "tls" / "key.pem")
+    assert config.queue.directory == str(shipped.root / "var" / "spool")
+    assert config.plugins["spool"] == PluginConfig(enabled=True, priority=1000)
+    assert check_config(shipped.path, PLUGINS)[0] == 0
+
+
+def test_shipped_config_needs_the_generated_certificate(shipped) -> None:
+    shutil.rmtree(shipped.root / "var")
+    with pytest.raises(ConfigError) as caught:
+        load_config(shipped.path, PLUGINS)
+    assert [line.split(": ")[1] for line in caught.value.errors] == ["tls.certificate", "tls.key"]
+
+
+def test_limits_file_shows_every_limits_and_smtp_key_with_its_default(tmp_path) -> None:
+    with open(SHIPPED / "30-limits.toml", "rb") as handle:
+        document = tomli.load(handle)
+    assert set(document) == {"limits", "smtp"}
+    for name, cls in (("limits", Limits), ("smtp", Smtp)):
+        assert list(document[name]) == [f.name for f in attrs.fields(cls)]
+    shutil.copy(SHIPPED / "30-limits.toml", tmp_path)
+    config = load_config(tmp_path)
+    assert config.limits == Limits()
+    assert config.smtp == Smtp()
+
+
+def test_every_shipped_file_is_commented() -> None:
+    for file in SHIPPED.glob("*.toml"):
+        lines = file.read_text().splitlines()
+        assert lines[0].startswith(f"# {file.name}:"), file.name
+        comments = sum(1 for line in lines if line.lstrip().startswith("#"))
+        settings = sum(1 for line in lines if "=" in line and not line.lstrip().startswith("#"))
+        assert comments >= settings, f"{file.name}: fewer comment lines than settings"
