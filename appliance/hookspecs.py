@@ -18,10 +18,10 @@ import pluggy
 
 if TYPE_CHECKING:
     from .config import AppConfig
-    from .spool import Spool
     from .context import Recipient, SessionContext, Transaction
     from .headers import Headers
     from .message import Message
+    from .spool import Spool
     from .verdict import Verdict
 
 NAME = "smtp_appliance"

@@ -25,7 +25,7 @@ from attrs import define, field
 
 from . import hookspecs
 from .config import PluginConfig
-from .context import SessionContext, Transaction, TraceEntry
+from .context import SessionContext, TraceEntry, Transaction
 from .verdict import Action, Verdict
 
 log = logging.getLogger("smtp_appliance.plugins")

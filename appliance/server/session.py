@@ -72,6 +72,8 @@ class Session:
         self.listener = lr.config
         self.limits = lr.config.limits
         self.sock = sock
+        # Replies are small and each one is awaited by the client: no Nagle delay.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.host = runtime.plugins
         local = sock.getsockname()
         self.ctx = SessionContext(
