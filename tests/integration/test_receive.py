@@ -296,3 +296,19 @@ def test_swaks_pipelining_and_chunking_flags(appliance):
     assert out.returncode == 0, out.stdout + out.stderr
     env, _ = stored(appliance)
     assert len(env["recipients"]) == 2
+
+
+@pytest.mark.parametrize("policy,has_received,added", [
+    ("all", True, True), ("none", True, False), ("none", False, True),
+    ("non-authenticated", True, True),  # this client is not authenticated
+])
+def test_received_header_policy(make_appliance, policy, has_received, added):
+    app = make_appliance(f'[smtp]\nreceived_header = "{policy}"\n')
+    prior = b"Received: from earlier by relay; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    msg = (prior if has_received else b"") + MSG
+    with smtplib.SMTP("127.0.0.1", app.port) as c:
+        c.sendmail("a@example.org", ["b@example.net"], msg)
+    _, data = stored(app)
+    assert (b"by mx.test.example (smtp-appliance)" in data) == added, data[:200]
+    assert data.startswith(b"Received: ") == (has_received or added)
+    assert data.count(b"Received: ") == int(has_received) + int(added)
