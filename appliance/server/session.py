@@ -330,20 +330,16 @@ class Session:
         if ev.error is not None:
             self._finish_data(ev.error)
             return
-        if not ev.last:
-            if self.data_error is not None:
-                self._finish_data(self.data_error)
-            else:
-                self.send(Reply(250, "2.0.0", f"{reader.received} octets received"))
-            return
-        if self.data_error is None and reader is not None and reader.error is None:
+        if ev.last and self.data_error is None and reader is not None and reader.error is None:
             if reader.finish() is not None:
                 self._headers_stage()
         error = self.data_error or (reader.error if reader else None)
-        if error is not None:
+        if error is not None:  # a failed BDAT chunk ends the transaction (RFC 3030)
             self._finish_data(error)
-            return
-        self._deliver()
+        elif not ev.last:
+            self.send(Reply(250, "2.0.0", f"{reader.received} octets received"))
+        else:
+            self._deliver()
 
     def _deliver(self) -> None:
         tx, reader = self.tx, self.reader

@@ -312,3 +312,14 @@ def test_received_header_policy(make_appliance, policy, has_received, added):
     assert (b"by mx.test.example (smtp-appliance)" in data) == added, data[:200]
     assert data.startswith(b"Received: ") == (has_received or added)
     assert data.count(b"Received: ") == int(has_received) + int(added)
+
+
+def test_bdat_over_size_fails_at_that_chunk(make_appliance):
+    app = make_appliance('[limits]\nmax_message_size = "1 KiB"\n')
+    s = connect(app)
+    talk(s, b"EHLO b.example\r\nMAIL FROM:<a@example.org>\r\n")
+    talk(s, b"RCPT TO:<b@example.net>\r\n")
+    chunk = b"Subject: x\r\n\r\n" + b"a" * 1100
+    assert talk(s, b"BDAT %d\r\n" % len(chunk) + chunk).startswith(b"552 5.3.4")
+    assert talk(s, b"BDAT 3 LAST\r\nabc").startswith(b"503")  # transaction is over
+    assert talk(s, b"RSET\r\n").startswith(b"250") and app.queued() == []
