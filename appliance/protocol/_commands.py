@@ -250,7 +250,7 @@ def _rcpt_params(raw: dict[str, str | None]) -> dict:
     for key, value in raw.items():
         if key == "NOTIFY":
             words = tuple(_needs_value(key, value).upper().split(","))
-            ok = "NEVER" in words or (
+            ok = words == ("NEVER",) or (
                 len(set(words)) == len(words) and set(words) <= _NOTIFY)
             if not ok:
                 raise _bad_param("NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY")

@@ -292,7 +292,7 @@ class SMTPConnection:
             return
         st = self._st
         if verb not in VERBS and st.state is not State.NO_SERVICE:
-            self._events.append(BadCommand(UNRECOGNIZED, verb[:16]))
+            self._events.append(BadCommand(UNRECOGNIZED))  # the verb is client data
             return
         if verb == "BDAT":
             self._bdat(args)
