@@ -136,9 +136,16 @@ class PluginHost:
 
     # --- dispatch --------------------------------------------------------------------
 
-    def _impls(self, hook: str):
-        # get_hookimpls() is in reverse call order (pluggy calls LIFO).
-        return reversed(getattr(self.pm.hook, hook).get_hookimpls())
+    _cache: dict[str, list] = field(factory=dict)
+
+    def _impls(self, hook: str) -> list:
+        """Implementations in call order; fixed for the life of this host."""
+        impls = self._cache.get(hook)
+        if impls is None:
+            # get_hookimpls() is in reverse call order (pluggy calls LIFO).
+            impls = self._cache[hook] = list(reversed(
+                getattr(self.pm.hook, hook).get_hookimpls()))
+        return impls
 
     def _call(self, impl, kwargs: dict[str, Any]) -> Any:
         args = {a: kwargs[a] for a in impl.argnames}
@@ -158,9 +165,12 @@ class PluginHost:
         Returns (verdict or None, name of the plugin that decided). A plugin in
         monitor mode has its verdict traced as "would have" and is ignored.
         """
+        impls = self._impls(f"on_{event}")
+        if not impls:
+            return None, ""
         hook = f"on_{event}"
         kwargs = {"session": session, "transaction": transaction, **kwargs}
-        for impl in self._impls(hook):
+        for impl in impls:
             name = impl.plugin_name
             started = time.monotonic()
             try:

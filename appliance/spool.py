@@ -89,7 +89,7 @@ class Spool:
                     os.fsync(out.fileno())
             envelope = {**envelope, "size": size}
             with open(env_tmp, "xb") as out:
-                out.write(json.dumps(envelope, indent=1, sort_keys=True).encode())
+                out.write(json.dumps(envelope, separators=(",", ":")).encode())
                 out.flush()
                 if self.fsync:
                     os.fsync(out.fileno())

@@ -3,6 +3,7 @@ the protocol engine and asks the plugins. One greenlet per session."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import time
@@ -256,7 +257,8 @@ class Session:
         if self._refused(verdict):
             return
         self.tx = tx
-        self.log.event("mail", queue_id=tx.queue_id, mail_from=f"<{ev.address}>")
+        self.log.event("mail", logging.DEBUG, queue_id=tx.queue_id,
+                       mail_from=f"<{ev.address}>")
         self.send(Reply(250, "2.1.0", "Ok"))
 
     def on_rcpt(self, ev: Rcpt) -> None:
