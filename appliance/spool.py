@@ -74,34 +74,57 @@ class Spool:
     # --- writing -----------------------------------------------------------------
 
     def commit(self, queue_id: str, message: Message, envelope: dict[str, Any]) -> Path:
-        """Store message + envelope durably. Blocking; raises OSError on failure,
-        leaving nothing behind in queue/."""
-        msg_tmp = self.tmp / f"{queue_id}.msg"
-        env_tmp = self.tmp / f"{queue_id}.json"
-        msg_final = self.queue / f"{queue_id}.msg"
-        env_final = self.queue / f"{queue_id}.json"
+        """Store one message durably; raises OSError, leaving nothing in queue/."""
+        result = self.commit_many([(queue_id, message, envelope)])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def commit_many(self, batch: list[tuple[str, Message, dict[str, Any]]]
+                    ) -> list[Path | OSError]:
+        """Group commit: write and fsync every message of the batch, rename them
+        into queue/, fsync queue/ once. Blocking. One result per message: its path,
+        or the OSError that kept it out (nothing of it is left behind)."""
+        staged: list[tuple[Path, Path, Path, Path]] = []
+        results: list[Path | OSError] = []
+        for queue_id, message, envelope in batch:
+            names = (self.tmp / f"{queue_id}.msg", self.tmp / f"{queue_id}.json",
+                     self.queue / f"{queue_id}.msg", self.queue / f"{queue_id}.json")
+            try:
+                self._stage(names[0], names[1], message, envelope)
+            except OSError as exc:
+                _unlink_quietly(names[0])
+                _unlink_quietly(names[1])
+                results.append(exc)
+                continue
+            staged.append(names)
+            results.append(names[2])
         try:
-            with open(msg_tmp, "xb") as out:
-                message.write_to(out)
-                out.flush()
-                size = out.tell()
-                if self.fsync:
-                    os.fsync(out.fileno())
-            envelope = {**envelope, "size": size}
-            with open(env_tmp, "xb") as out:
-                out.write(json.dumps(envelope, separators=(",", ":")).encode())
-                out.flush()
-                if self.fsync:
-                    os.fsync(out.fileno())
-            os.rename(msg_tmp, msg_final)
-            os.rename(env_tmp, env_final)
-            if self.fsync:
+            for msg_tmp, env_tmp, msg_final, env_final in staged:
+                os.rename(msg_tmp, msg_final)
+                os.rename(env_tmp, env_final)
+            if staged and self.fsync:
                 _fsync_dir(self.queue)
-        except BaseException:
-            for p in (env_final, msg_final, env_tmp, msg_tmp):
-                _unlink_quietly(p)
-            raise
-        return msg_final
+        except OSError as exc:
+            for names in staged:
+                for p in (names[3], names[2], names[1], names[0]):
+                    _unlink_quietly(p)
+            return [r if isinstance(r, OSError) else exc for r in results]
+        return results
+
+    def _stage(self, msg_tmp: Path, env_tmp: Path, message: Message,
+               envelope: dict[str, Any]) -> None:
+        with open(msg_tmp, "xb") as out:
+            message.write_to(out)
+            out.flush()
+            size = out.tell()
+            if self.fsync:
+                os.fsync(out.fileno())
+        with open(env_tmp, "xb") as out:
+            out.write(json.dumps({**envelope, "size": size}, separators=(",", ":")).encode())
+            out.flush()
+            if self.fsync:
+                os.fsync(out.fileno())
 
     # --- reading (the queue CLI, next stages) --------------------------------------
 

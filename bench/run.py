@@ -270,7 +270,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default="S1,S2,S3,S4", help="comma-separated, e.g. S1,S3")
     p.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is reported")
     p.add_argument("--only", choices=["appliance", "postfix"], help="benchmark one server only")
-    p.add_argument("--workers", type=int, default=1, help="appliance [server] workers")
+    p.add_argument("--workers", type=int, default=0,
+                   help="appliance [server] workers (default 0: one per CPU, as conf.d ships)")
     p.add_argument("--quick", action="store_true", help="messages and idle sessions / 10")
     p.add_argument("--timeout", type=float, default=600, help="seconds per scenario run")
     p.add_argument(

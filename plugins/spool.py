@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from appliance import PluginConfig, hookimpl, run_blocking
+from appliance import PluginConfig, hookimpl
+from appliance.plugin import GroupCall
 from appliance.spool import Spool, envelope
 
 
@@ -22,14 +23,16 @@ class SpoolPlugin:
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
         self.spool: Spool | None = None
+        self.commit: GroupCall | None = None
 
     @hookimpl
     def on_configure(self, spool: Spool) -> None:
         self.spool = spool
+        self.commit = GroupCall(spool.commit_many)
 
     @hookimpl
     def queue_message(self, session, transaction, message) -> str:
         env = envelope(session, transaction)
-        # fsync blocks: run the commit in a thread so other sessions go on.
-        run_blocking(self.spool.commit, transaction.queue_id, message, env)
+        # fsync blocks: commits run in a thread, grouped, so other sessions go on.
+        self.commit((transaction.queue_id, message, env))
         return transaction.queue_id

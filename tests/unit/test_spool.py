@@ -51,6 +51,37 @@ def test_failed_commit_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(spool.queue) == [] and os.listdir(spool.tmp) == []
 
 
+def test_group_commit_one_failure_fails_alone(tmp_path, monkeypatch):
+    """In a group, a message that cannot be staged (disk full) gets its error and
+    leaves no file; the others are committed with one directory fsync."""
+    spool = Spool(tmp_path / "s")
+    spool.prepare()
+    ids = [new_queue_id() for _ in range(3)]
+    real_open, real_fsync = open, os.fsync
+    dir_fsyncs = []
+
+    def full_for_second(path, *args, **kw):
+        if str(path).endswith(f"{ids[1]}.json"):
+            raise OSError(28, "No space left on device")
+        return real_open(path, *args, **kw)
+
+    def counting_fsync(fd):
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            dir_fsyncs.append(fd)
+        return real_fsync(fd)
+
+    monkeypatch.setattr("builtins.open", full_for_second)
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    results = spool.commit_many(
+        [(qid, message(spool.tmp, b"S: x\r\n\r\nb\r\n"), {"queue_id": qid}) for qid in ids])
+    assert results[0] == spool.queue / f"{ids[0]}.msg"
+    assert isinstance(results[1], OSError) and results[1].errno == 28
+    assert results[2] == spool.queue / f"{ids[2]}.msg"
+    assert spool.ids() == sorted([ids[0], ids[2]])
+    assert os.listdir(spool.tmp) == []
+    assert len(dir_fsyncs) == 1
+
+
 def test_recover_removes_uncommitted(tmp_path):
     spool = Spool(tmp_path / "s")
     spool.prepare()
