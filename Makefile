@@ -1,6 +1,6 @@
 # Developer and CI entry points. Every target is idempotent.
 #
-#   make deps-system   Debian packages for tests and bench (postfix, swaks, openssl, procps)
+#   make deps-system   Debian packages for tests and bench (scripts/deps-system.sh lists them)
 #   make .venv         virtualenv with the project installed editable, extras [test]
 #   make serve         run the appliance in the foreground with conf.d/
 #   make check-config  validate conf.d/
@@ -17,7 +17,6 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 # Written after a successful install; older than pyproject.toml means "reinstall".
 VENV_STAMP := $(VENV)/.installed-stamp
-SYSTEM_PACKAGES := postfix swaks openssl procps
 CONFIG_DIR ?= conf.d
 BENCH_ARGS ?=
 
@@ -27,7 +26,7 @@ help:
 	@sed -n '3,9s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps-system:
-	@scripts/deps-system.sh $(SYSTEM_PACKAGES)
+	@scripts/deps-system.sh  # the package list is in the script
 
 $(VENV): $(VENV_STAMP)
 

@@ -20,10 +20,13 @@ _EXPORTS = {
     "SessionContext": "appliance.context",
     "Transaction": "appliance.context",
     "Recipient": "appliance.context",
+    "RecipientInfo": "appliance.context",
     "TLSInfo": "appliance.context",
     "Headers": "appliance.headers",
     "Message": "appliance.message",
     "run_blocking": "appliance.plugin",
+    "Counters": "appliance.counters",
+    "StoreUnavailable": "appliance.counters",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from . import cli_bans, cli_users
 from .config import ConfigError, check_config, describe_listener, load_config
-from .pluginhost import PluginHost, discover, schemas
+from .pluginhost import PluginHost, discover, loader_inputs
 from .spool import Spool
 
 DEFAULT_CONFIG_DIR = "/etc/smtp-appliance/conf.d"
@@ -31,8 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     qs.add_parser("count")
     for name in ("show", "delete"):
         qs.add_parser(name).add_argument("queue_id")
+    us = cli_users.add_parser(sub)
+    bs = cli_bans.add_parser(sub)
     # Let --config-dir also come after the subcommand, as admins type it.
-    for sp in (*sub.choices.values(), *qs.choices.values()):
+    for sp in (*sub.choices.values(), *qs.choices.values(), *us.choices.values(),
+               *bs.choices.values()):
         sp.add_argument("--config-dir", dest="config_dir_sub", default=None,
                         help=argparse.SUPPRESS)
     return p
@@ -57,17 +61,29 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(config_dir, found, args.listener)
     if args.command == "plugins":
         return _plugins(config_dir, found)
+    if args.command == "users":
+        return cli_users.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
+    if args.command == "bans":
+        return _bans(config_dir, found, args)
     return _queue(config_dir, found, args)
+
+
+def _bans(config_dir: str, found, args) -> int:
+    try:
+        return cli_bans.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
 
 def _check_config(config_dir: str, found, listener: str | None) -> int:
     broken = [d for d in found.values() if d.error]
-    status, text = check_config(config_dir, schemas(found))
+    status, text = check_config(config_dir, **loader_inputs(found))
     print(text)
     for d in broken:
         print(f"plugin {d.name} ({d.distribution}) could not be loaded: {d.error}")
     if status == 0 and listener:
-        config = load_config(config_dir, schemas(found))
+        config = load_config(config_dir, **loader_inputs(found))
         if listener not in config.listeners:
             print(f"no listener named {listener!r}", file=sys.stderr)
             return 1
@@ -77,7 +93,7 @@ def _check_config(config_dir: str, found, listener: str | None) -> int:
 
 def _plugins(config_dir: str, found) -> int:
     try:
-        config = load_config(config_dir, schemas(found))
+        config = load_config(config_dir, **loader_inputs(found))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -105,7 +121,7 @@ def _queue(config_dir: str, found, args) -> int:
         spool = Spool(args.spool)
     else:
         try:
-            spool = Spool(load_config(config_dir, schemas(found)).queue.directory)
+            spool = Spool(load_config(config_dir, **loader_inputs(found)).queue.directory)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
@@ -162,7 +178,7 @@ def _show(m) -> None:
     if env.get("delay_until"):
         print(f"delay until: {env['delay_until']}")
     print("decision trace:")
-    if not env.get("trace"):
+    if all(e.get("action") == "continue" for e in env.get("trace", [])):
         print("  (no plugin decided anything: accepted by default)")
     for e in env.get("trace", []):
         code = f" {e['code']} {e['enhanced'] or ''}".rstrip() if e.get("code") else ""

@@ -13,7 +13,7 @@ import re
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from attrs import asdict, define, field, setters
+from attrs import asdict, define, field, frozen, setters
 
 from .headers import Headers
 
@@ -85,6 +85,9 @@ class SessionContext:
     auth_failures: int = field(default=0, **_RO)
     bad_recipients: int = field(default=0, **_RO)
     connected_at: float = field(default=0.0, **_RO)
+    #: The client sent data before the banner while the session held it back
+    #: for ``greeting_delay`` (postscreen's "pregreet").
+    pregreet: bool = field(default=False, **_RO)
     # Limits in force for this session; plugins may change them (seeds: RW).
     max_message_size: int = 0
     max_recipients: int = 0
@@ -96,6 +99,11 @@ class SessionContext:
     dnsbl_explanation: str | None = None
     geoip_country: str | None = None
     reverse_name: str | None = None
+    #: The client matched an allow list (access plugin); flow limits may exempt it.
+    allow_listed: bool = False
+    #: Seconds to hold the banner back, watching for a client that talks first;
+    #: set by a plugin at on_connect (flow's pregreet check). 0 = greet at once.
+    greeting_delay: float = 0.0
     #: Free space for plugins, one key per plugin name by convention.
     stash: dict[str, Any] = field(factory=dict)
     trace: list[TraceEntry] = field(factory=list, **_RO)
@@ -130,6 +138,21 @@ class Recipient:
             "folder": self.folder,
             "relay_host": self.relay_host,
         }
+
+
+@frozen
+class RecipientInfo:
+    """What the ``lookup_recipient`` hook found for an address: a mailbox (its
+    canonical address and the folder to deliver to) or, when ``members`` is not
+    empty, an alias that expands to those addresses (each looked up in turn)."""
+
+    address: str
+    folder: str = "INBOX"
+    members: tuple[str, ...] = field(default=(), converter=tuple)
+
+    @property
+    def is_alias(self) -> bool:
+        return bool(self.members)
 
 
 def _split(address: str) -> tuple[str, str]:

@@ -18,9 +18,12 @@ import pluggy
 
 if TYPE_CHECKING:
     from .config import AppConfig
-    from .context import Recipient, SessionContext, Transaction
+    from .context import Recipient, RecipientInfo, SessionContext, Transaction
+    from .counters import Counters
     from .headers import Headers
     from .message import Message
+    from .pluginhost import PluginHost
+    from .sasl import CredentialsBackend, MechanismFactory
     from .spool import Spool
     from .verdict import Verdict
 
@@ -37,9 +40,20 @@ hookspec = pluggy.HookspecMarker(NAME)
 def on_connect(session: SessionContext) -> Verdict | None:
     """A client connected, before the banner. Reject/tmpreject/abort answer
     with that code instead of the banner (a 5xx greeting keeps the connection
-    open until QUIT, as RFC 5321 3.1 asks; 4xx closes).
+    open until QUIT, as RFC 5321 3.1 asks; 4xx closes); ``Verdict.close()``
+    closes without any banner.
 
     :param session: the new session (remote/local address, listener, TLS if implicit)
+    """
+
+
+@hookspec
+def on_pregreet(session: SessionContext) -> Verdict | None:
+    """The client sent data before the banner, while the session held it back for
+    ``session.greeting_delay`` (set by a plugin at ``on_connect``);
+    ``session.pregreet`` is True. A refusing verdict is answered instead of the
+    banner and the connection is closed (reject: 554, otherwise 421); no verdict:
+    the banner is sent and what the client sent is read as commands.
     """
 
 
@@ -56,6 +70,34 @@ def on_ehlo(session: SessionContext, hostname: str, extended: bool) -> Verdict |
 def on_auth(session: SessionContext, mechanism: str, username: str) -> Verdict | None:
     """A client authenticated successfully as ``username``; a refusing verdict
     turns the success into that reply (the session stays unauthenticated)."""
+
+
+@hookspec(firstresult=True)
+def auth_backend(session: SessionContext) -> CredentialsBackend | None:
+    """Where AUTH gets credentials for this session: the first plugin that returns
+    a backend wins (``appliance.sasl.CredentialsBackend``: password check and the
+    mechanism-specific stored keys; a user it does not know gets ``None``). Its
+    methods may block: the session calls them in the thread pool. The built-in
+    ``users`` plugin returns the ``[auth] users_file``. No backend: AUTH is not
+    offered."""
+
+
+@hookspec(firstresult=True)
+def auth_mechanisms(session: SessionContext) -> dict[str, MechanismFactory] | None:
+    """For a plugin that relays the SASL exchange to a server that checks it
+    (Dovecot) instead of handing out secrets: mechanism name -> factory
+    ``(appliance.sasl.SASLOptions) -> appliance.sasl.Mechanism``, called for each
+    AUTH command. The first plugin that returns a dict wins and replaces the
+    built-in mechanisms and ``auth_backend`` for the session (asked once per
+    session); the session still offers only the names also in ``[auth]
+    mechanisms`` (``plaintext_mechanisms`` before TLS)."""
+
+
+@hookspec(firstresult=True)
+def verify_oauth_token(session: SessionContext, user: str | None, token: str) -> str | None:
+    """XOAUTH2 / OAUTHBEARER: the identity the bearer ``token`` proves (``user`` is
+    the name the client gave, if any), or ``None`` to refuse. Without a plugin
+    implementing this hook those mechanisms are not offered."""
 
 
 @hookspec
@@ -88,6 +130,37 @@ def on_rcpt_to(
     ``transaction.discard_recipient()`` answers 250 but drops it. A ``discard``
     verdict does the same as ``discard_recipient()``.
     """
+
+
+@hookspec(firstresult=True)
+def lookup_recipient(
+    session: SessionContext, transaction: Transaction | None, address: str
+) -> RecipientInfo | None:
+    """Is ``address`` (``local@domain``, as the client wrote it) a local recipient?
+    Return an ``appliance.RecipientInfo`` (a mailbox and its folder, or an alias and
+    its members) or ``None`` if you do not know it; the first answer wins. Asked by
+    the ``relay`` plugin for recipients of its local domains, for alias members and
+    for VRFY/EXPN (``transaction`` is then ``None``); its ``recipients_file`` is one
+    implementation. Raise when your directory is down: the client gets 451 4.3.0."""
+
+
+@hookspec
+def on_vrfy(session: SessionContext, address: str) -> Verdict | None:
+    """VRFY, when ``[smtp] vrfy`` is on (off: the core answers 252 without asking).
+    ``Verdict.accept(text)`` answers ``250 2.1.5 text`` (lines split at newlines);
+    a refusing verdict answers with its code (``550 5.1.1`` for an unknown user);
+    no verdict: 252 2.5.2.
+
+    :param address: the argument as the client sent it (a name or an address)
+    """
+
+
+@hookspec
+def on_expn(session: SessionContext, name: str) -> Verdict | None:
+    """EXPN, when ``[smtp] expn`` is on (off: the core answers 502 without asking).
+    ``Verdict.accept(text)`` answers ``250 2.1.5`` with one line per line of
+    ``text`` (the list's members); a refusing verdict answers with its code; no
+    verdict: 502 5.5.1."""
 
 
 @hookspec
@@ -140,10 +213,18 @@ def queue_message(
 
 
 @hookspec
-def on_configure(config: AppConfig, spool: Spool) -> None:
+def on_configure(
+    config: AppConfig, spool: Spool, counters: Counters, hooks: PluginHost
+) -> None:
     """A configuration took effect (at start and after each reload), before any
     session uses it. Every plugin is called; use it to open files or pools.
 
     :param config: the whole validated configuration
     :param spool: the spool of ``[queue]`` (staging area and default store)
+    :param counters: the shared counters of ``[server.state]`` (windows, gauges,
+        bans; see ``appliance.counters``): the same object across reloads unless
+        ``[server.state]`` changed
+    :param hooks: asks the other plugins: ``hooks.first("lookup_recipient",
+        session=..., transaction=..., address=...)`` returns (first answer or
+        ``None``, name of the plugin that gave it); exceptions propagate
     """

@@ -4,7 +4,9 @@ Built-in and third-party plugins come from the same entry-point group,
 ``smtp_appliance``. An entry point names a class (instantiated with its
 validated config, an instance of its ``Config`` attribute or of
 :class:`PluginConfig`) or a module (registered as it is). Each is loaded on its
-own: a broken third-party plugin is reported and skipped, never fatal.
+own: a broken third-party plugin is reported and skipped, never fatal. A plugin
+may own a config area (``area = "access"`` and an ``Area`` class); a claim on a
+core name, or on an area another plugin claims too, skips the plugin likewise.
 
 Hooks are called only through :meth:`PluginHost.decide` (verdict hooks),
 :meth:`PluginHost.notify` (collect-all hooks) and :meth:`PluginHost.first`
@@ -25,6 +27,7 @@ from attrs import define, field
 
 from . import hookspecs
 from .config import PluginConfig
+from .config.areas import area_problem
 from .context import SessionContext, TraceEntry, Transaction
 from .verdict import Action, Verdict
 
@@ -50,6 +53,9 @@ class Discovered:
     schema: type[PluginConfig] = PluginConfig
     distribution: str = ""
     error: str = ""
+    #: The config area it owns ("access"), and that area's attrs class.
+    area: str = ""
+    area_schema: type | None = None
 
 
 def discover(extra: Iterable[tuple[str, Any]] = ()) -> dict[str, Discovered]:
@@ -69,7 +75,36 @@ def discover(extra: Iterable[tuple[str, Any]] = ()) -> dict[str, Discovered]:
         found[ep.name] = Discovered(ep.name, obj, _schema_of(obj), dist)
     for name, obj in extra:
         found[name] = Discovered(name, obj, _schema_of(obj), "")
+    _claim_areas(found)
     return found
+
+
+def _skip(d: Discovered, reason: str) -> None:
+    log.error("plugin %s (%s) skipped: %s", d.name, d.distribution or "?", reason)
+    d.error = reason
+
+
+def _claim_areas(found: dict[str, Discovered]) -> None:
+    """Give each plugin that declares ``area``/``Area`` its area, or skip it."""
+    for d in found.values():
+        if d.error or not (hasattr(d.obj, "area") or hasattr(d.obj, "Area")):
+            continue
+        name, area_class = getattr(d.obj, "area", None), getattr(d.obj, "Area", None)
+        problem = area_problem(name, area_class)
+        if problem:
+            d.area = name if isinstance(name, str) else ""
+            _skip(d, problem)
+        else:
+            d.area, d.area_schema = name, area_class
+    claims: dict[str, list[Discovered]] = {}
+    for d in found.values():
+        if d.area and not d.error:
+            claims.setdefault(d.area, []).append(d)
+    for area, owners in claims.items():
+        if len(owners) > 1:
+            names = " and ".join(d.name for d in owners)
+            for d in owners:
+                _skip(d, f"area {area!r} is claimed by plugins {names}: uninstall all but one")
 
 
 def _schema_of(obj: Any) -> type[PluginConfig]:
@@ -82,6 +117,30 @@ def _schema_of(obj: Any) -> type[PluginConfig]:
 def schemas(found: dict[str, Discovered]) -> dict[str, type[PluginConfig]]:
     """Config schemas of the plugins that loaded, for the config loader."""
     return {n: d.schema for n, d in found.items() if not d.error}
+
+
+def areas(found: dict[str, Discovered]) -> dict[str, type]:
+    """Area classes of the plugins that loaded, by area name, for the config loader."""
+    return {d.area: d.area_schema for d in found.values() if d.area and not d.error}
+
+
+def area_hints(found: dict[str, Discovered]) -> dict[str, str]:
+    """For names no plugin owns, the broken plugin that may own them (error text)."""
+    hints: dict[str, str] = {}
+    for d in found.values():
+        if d.error and d.area:
+            hints.setdefault(d.area, f"plugin {d.name}, which claims it, was skipped: {d.error}")
+        elif d.error:
+            hints.setdefault(d.name, f"plugin {d.name}, its likely owner, could not be loaded "
+                                     f"({d.error})")
+    return hints
+
+
+def loader_inputs(found: dict[str, Discovered]) -> dict[str, Any]:
+    """Keyword arguments for ``load_config``/``check_config``: plugin schemas, areas
+    and hints, so every caller validates against the same installed plugins."""
+    return {"plugin_schemas": schemas(found), "plugin_areas": areas(found),
+            "area_hints": area_hints(found)}
 
 
 @define
@@ -209,6 +268,10 @@ class PluginHost:
             except Exception:  # noqa: BLE001
                 log.exception("plugin %s failed in %s", impl.plugin_name, hook)
 
+    def implements(self, hook: str) -> bool:
+        """Does any enabled plugin implement ``hook``?"""
+        return bool(self._impls(hook))
+
     def first(self, hook: str, **kwargs: Any) -> tuple[Any, str]:
         """First non-None result and the plugin that gave it. Exceptions propagate
         (the caller maps them to a reply)."""
@@ -242,7 +305,7 @@ def _record(
     text: str | None = None,
     debug: bool = False,
 ) -> None:
-    if verdict.action in (Action.REJECT, Action.TMPREJECT, Action.ABORT):
+    if verdict.action in (Action.REJECT, Action.TMPREJECT, Action.ABORT) and verdict.reply:
         code, enhanced, vtext = verdict.reply_parts()
     else:
         code, enhanced, vtext = verdict.code, verdict.enhanced, verdict.text

@@ -35,6 +35,8 @@ class Verdict:
     code: int | None = None
     enhanced: str | None = None
     text: str | None = None
+    #: False: close the connection without any reply (abort only; ``Verdict.close``).
+    reply: bool = True
 
     # Constructors that read like the config vocabulary.
     @classmethod
@@ -59,6 +61,12 @@ class Verdict:
     def abort(cls, text: str | None = None) -> Verdict:
         return cls(Action.ABORT, 421, "4.7.0", text)
 
+    @classmethod
+    def close(cls, text: str | None = None) -> Verdict:
+        """Abort without a reply: the connection is just closed (``text`` is for
+        the log and the trace only)."""
+        return cls(Action.ABORT, text=text, reply=False)
+
     @property
     def stops(self) -> bool:
         """True when no later plugin is asked about this event."""
@@ -70,7 +78,7 @@ class Verdict:
         return (self.code or code, self.enhanced or enhanced, self.text or text)
 
     def __str__(self) -> str:
-        if self.action in _DEFAULTS:
+        if self.action in _DEFAULTS and self.reply:
             code, enhanced, text = self.reply_parts()
             return f"{self.action.value} {code} {enhanced} {text}"
         return self.action.value + (f" {self.text}" if self.text else "")

@@ -5,7 +5,8 @@
 * :class:`PostfixTarget`: a private Postfix instance (its own config_directory,
   queue_directory and data_directory under the run's work dir; the system
   /etc/postfix and /var/spool/postfix are never touched) that accepts everything
-  from 127.0.0.0/8 and discards it.
+  from 127.0.0.0/8 and discards it. Its lifecycle is bench/private_postfix.py,
+  shared with the Postfix relay test in tests/integration.
 
 Both expose the same small interface to the runner: ``start()``, ``stop()``,
 ``port``, ``root_pid`` (the process whose tree is measured), ``settle()`` (wait until
@@ -16,13 +17,14 @@ be accepted, or None when the server keeps no countable trace) and ``reset()``.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from private_postfix import PostfixError, PrivatePostfix, tail
 
 LOOPBACK = "127.0.0.1"
 
@@ -80,24 +82,6 @@ def wait_for_banner(port: int, timeout: float, alive=lambda: True) -> None:
             last = exc
             time.sleep(0.1)
     raise TargetError(f"no SMTP greeting on {LOOPBACK}:{port} after {timeout:.0f}s: {last}")
-
-
-def tail(path: Path, n: int = 20) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n".join(lines[-n:])
-
-
-def pid_alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"Z"
 
 
 # --------------------------------------------------------------------------- appliance
@@ -252,9 +236,6 @@ level = "warning"
 
 # --------------------------------------------------------------------------- postfix
 
-POSTFIX = "/usr/sbin/postfix"
-POSTFIX_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
-
 MAIN_CF = """\
 # A private Postfix instance for bench/run.py: accept everything from loopback,
 # discard it. Nothing here refers to /etc/postfix except meta_directory (the
@@ -336,67 +317,28 @@ class PostfixTarget:
     name = "postfix"
 
     def __init__(self, workdir: Path, smtpd_maxproc: int | None = None) -> None:
-        self.dir = workdir / "postfix"
-        self.etc = self.dir / "etc"
-        self.queue = self.dir / "spool"
-        self.data = self.dir / "data"
-        self.maillog = self.dir / "maillog"
+        self.instance = PrivatePostfix(workdir / "postfix")
+        self.dir = self.instance.dir
+        self.maillog = self.instance.maillog
         self.smtpd_maxproc = smtpd_maxproc
         self.port = 0
-        self.master_pid = 0
-        self.started = False
 
     @property
     def root_pid(self) -> int:
-        return self.master_pid
-
-    def _postfix(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        cmd = [POSTFIX, "-c", str(self.etc), *args]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if check and res.returncode != 0:
-            # Postfix writes to stderr only when it is a terminal; its reasons
-            # are in the instance's maillog (or syslog before maillog works).
-            raise TargetError(
-                f"{' '.join(cmd)} exited {res.returncode}: {res.stderr.strip()}\n"
-                f"--- {self.maillog}:\n{tail(self.maillog)}"
-            )
-        return res
+        return self.instance.master_pid
 
     def start(self) -> None:
-        if os.geteuid() != 0:
-            raise TargetError("a private Postfix instance can only be started as root")
-        if not Path(POSTFIX).exists():
-            raise TargetError(f"{POSTFIX} not found (run `make deps-system`)")
-        owner = pwd.getpwnam("postfix")
-        for d in (self.etc, self.queue, self.data):
-            d.mkdir(parents=True, exist_ok=True)
-        os.chown(self.data, owner.pw_uid, owner.pw_gid)
         self.port = free_port()
         maxproc = "-" if self.smtpd_maxproc is None else str(self.smtpd_maxproc)
         fmt = {"dir": self.dir, "address": LOOPBACK, "port": self.port, "smtpd_maxproc": maxproc}
-        (self.etc / "main.cf").write_text(MAIN_CF.format(**fmt))
-        (self.etc / "master.cf").write_text(MASTER_CF.format(**fmt))
-        self._postfix("check")  # also creates the queue directories with their owners
-        self._postfix("start")
-        self.started = True
-        pidfile = self.queue / "pid" / "master.pid"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                self.master_pid = int(pidfile.read_text().strip())
-                break
-            except (OSError, ValueError):
-                time.sleep(0.1)
-        else:
-            raise TargetError(f"no {pidfile} after start\n{tail(self.maillog)}")
-        wait_for_banner(self.port, 60, alive=lambda: pid_alive(self.master_pid))
+        try:
+            self.instance.start(MAIN_CF.format(**fmt), MASTER_CF.format(**fmt))
+        except PostfixError as exc:
+            raise TargetError(str(exc)) from exc
+        wait_for_banner(self.port, 60, alive=self.instance.alive)
 
     def queued(self) -> int:
-        n = 0
-        for q in POSTFIX_QUEUES:
-            for _root, _dirs, files in os.walk(self.queue / q):
-                n += len(files)
-        return n
+        return self.instance.queued()
 
     def settle(self, timeout: float = 300) -> None:
         """Wait until every accepted message has been delivered (discarded), so the
@@ -425,15 +367,4 @@ class PostfixTarget:
         return tail(self.maillog)
 
     def stop(self) -> None:
-        if not self.started:
-            return
-        self.started = False
-        self._postfix("stop", check=False)
-        deadline = time.monotonic() + 20
-        while self.master_pid and pid_alive(self.master_pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if self.master_pid and pid_alive(self.master_pid):
-            self._postfix("abort", check=False)
-            time.sleep(1)
-            if pid_alive(self.master_pid):
-                os.kill(self.master_pid, signal.SIGKILL)
+        self.instance.stop()

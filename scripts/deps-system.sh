@@ -3,7 +3,7 @@
 # starting the system Postfix. Idempotent: when every package is already
 # installed it does nothing at all (not even `apt-get update`).
 #
-#   scripts/deps-system.sh [--dry-run] [PACKAGE...]   (default: postfix swaks openssl procps)
+#   scripts/deps-system.sh [--dry-run] [PACKAGE...]   (default: the list below)
 set -euo pipefail
 
 dry_run=
@@ -13,7 +13,13 @@ if [ "${1:-}" = --dry-run ]; then
 fi
 packages=("$@")
 if [ ${#packages[@]} -eq 0 ]; then
-    packages=(postfix swaks openssl procps)
+    # postfix: smtp-source and the benchmark's reference smtpd; redis-server: the
+    # shared counters' tests; swaks with libnet-ssleay-perl (its TLS) and
+    # libauthen-sasl-perl, libdigest-hmac-perl (its DIGEST-MD5 and CRAM-MD5);
+    # dovecot-core: the Dovecot SASL tests start a private dovecot;
+    # libsasl2-modules: the Cyrus SASL client mechanisms of the Postfix relay test.
+    packages=(postfix swaks openssl procps redis-server libnet-ssleay-perl
+              libauthen-sasl-perl libdigest-hmac-perl dovecot-core libsasl2-modules)
 fi
 
 sudo=()

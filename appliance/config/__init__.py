@@ -6,13 +6,16 @@ Public API for the server and for plugins::
     config.listeners["mta"].limits.max_recipients
 
 Plugins subclass :class:`PluginConfig` and may use :class:`Size`, :class:`Duration`,
-:class:`FilePath` and ``Annotated[..., Check(...)]`` in their own fields.
+:class:`FilePath` and ``Annotated[..., Check(...)]`` in their own fields. A plugin may
+also own an area (``[access]``): ``load_config(..., plugin_areas={"access": Area})``
+gives ``config.areas["access"]`` and, per listener, ``listeners[name].areas["access"]``.
 """
 
 from .loader import ConfigError, load_config
 from .report import check_config, describe_listener
 from .schema import (
     AppConfig,
+    Auth,
     Check,
     Limits,
     Listener,
@@ -21,12 +24,14 @@ from .schema import (
     Queue,
     Server,
     Smtp,
+    State,
     Tls,
 )
 from .units import Duration, FilePath, Size
 
 __all__ = [
     "AppConfig",
+    "Auth",
     "Check",
     "ConfigError",
     "Duration",
@@ -39,6 +44,7 @@ __all__ = [
     "Server",
     "Size",
     "Smtp",
+    "State",
     "Tls",
     "check_config",
     "describe_listener",

@@ -12,6 +12,9 @@ The steps, and why they are in this order:
 3. Make relative paths absolute against the directory of the file that set them.
 4. Structure each table into its schema class, collecting every error; then the
    checks that span keys (TLS mode needs a certificate, two listeners on one port).
+
+Besides the core tables, installed plugins may own areas (``[access]``, ``[flow]``):
+``plugin_areas`` maps each area name to its ``Area`` class (see :mod:`.areas`).
 """
 
 from __future__ import annotations
@@ -29,9 +32,21 @@ import cattrs
 import tomli
 from cattrs.errors import BaseValidationError
 
+from .areas import area_problem, listener_areas
 from .convert import Invalid, flatten, make_converter, show, type_hints
 from .merge import KeyPath, Merged, dotted
-from .schema import AppConfig, Limits, Listener, Logging, PluginConfig, Queue, Server, Smtp, Tls
+from .schema import (
+    AppConfig,
+    Auth,
+    Limits,
+    Listener,
+    Logging,
+    PluginConfig,
+    Queue,
+    Server,
+    Smtp,
+    Tls,
+)
 from .units import FilePath
 
 __all__ = ["ConfigError", "load_config"]
@@ -42,14 +57,17 @@ SECTIONS: dict[str, type] = {
     "tls": Tls,
     "limits": Limits,
     "smtp": Smtp,
+    "auth": Auth,
     "queue": Queue,
     "logging": Logging,
 }
-TOP_LEVEL_KEYS = ("server", "listeners", "tls", "limits", "smtp", "queue", "logging", "plugins")
+TOP_LEVEL_KEYS = (
+    "server", "listeners", "tls", "limits", "smtp", "auth", "queue", "logging", "plugins")
 #: Global tables a listener may override key by key.
-LISTENER_OVERRIDES = ("limits", "smtp", "tls")
+LISTENER_OVERRIDES = ("limits", "smtp", "tls", "auth")
 LISTENER_NAME = re.compile(r"[a-z0-9_-]+")
 _NO_PLUGINS: Mapping[str, type[PluginConfig]] = types.MappingProxyType({})
+_NO_AREAS: Mapping[str, Any] = types.MappingProxyType({})
 
 
 class ConfigError(Exception):
@@ -77,16 +95,23 @@ class Problems:
 
 
 def load_config(
-    config_dir: str | Path, plugin_schemas: Mapping[str, type[PluginConfig]] = _NO_PLUGINS
+    config_dir: str | Path,
+    plugin_schemas: Mapping[str, type[PluginConfig]] = _NO_PLUGINS,
+    plugin_areas: Mapping[str, type] = _NO_AREAS,
+    area_hints: Mapping[str, str] = _NO_AREAS,
 ) -> AppConfig:
     """Read, merge and validate every ``*.toml`` in ``config_dir``.
+
+    ``plugin_areas`` maps area names owned by plugins to their ``Area`` classes;
+    ``area_hints`` adds, for a name no plugin owns, why (a broken plugin that may own
+    it) to the "unknown key" error. ``pluginhost.loader_inputs(found)`` gives all three.
 
     :raises ConfigError: with every problem found, not only the first.
     """
     config_dir = Path(config_dir)
     files = config_files(config_dir)
     merged = read_and_merge(files)
-    return build(merged, config_dir, tuple(files), plugin_schemas)
+    return build(merged, config_dir, tuple(files), plugin_schemas, plugin_areas, area_hints)
 
 
 def config_files(config_dir: Path) -> list[Path]:
@@ -128,16 +153,23 @@ def build(
     config_dir: Path,
     sources: tuple[Path, ...],
     plugin_schemas: Mapping[str, type[PluginConfig]],
+    plugin_areas: Mapping[str, type] = _NO_AREAS,
+    area_hints: Mapping[str, str] = _NO_AREAS,
 ) -> AppConfig:
     """Validate the merged tree into an :class:`AppConfig`, or raise every problem."""
     problems = Problems(merged, config_dir)
     conv = make_converter()
     data = merged.data
+    plugin_areas = dict(sorted(plugin_areas.items()))
+    for name, area_class in plugin_areas.items():
+        problem = area_problem(name, area_class)
+        if problem:  # pluginhost skips such plugins; reaching here is a caller's bug
+            raise TypeError(problem)
     for key in data:
-        if key not in TOP_LEVEL_KEYS:
-            valid = ", ".join(sorted(TOP_LEVEL_KEYS))
-            problems.add((key,), f"unknown key {key!r} (expected one of: {valid})")
-    absolutize_paths(merged, plugin_schemas)
+        if key not in TOP_LEVEL_KEYS and key not in plugin_areas:
+            valid = ", ".join(sorted((*TOP_LEVEL_KEYS, *plugin_areas)))
+            problems.add((key,), _unknown(key, valid, area_hints))
+    absolutize_paths(merged, plugin_schemas, plugin_areas)
 
     def structure(value: Any, cl: type, path: KeyPath, keep: Callable = lambda p: True) -> Any:
         try:
@@ -149,7 +181,8 @@ def build(
             return None
 
     tables = {name: structure(data.get(name, {}), cl, (name,)) for name, cl in SECTIONS.items()}
-    listeners = _listeners(data, merged, problems, structure)
+    areas = {name: structure(data.get(name, {}), cl, (name,)) for name, cl in plugin_areas.items()}
+    listeners = _listeners(data, merged, problems, structure, plugin_areas, area_hints, areas)
     plugins = _plugins(data, plugin_schemas, problems, structure)
     _check_tls_pair(tables["tls"], problems)
     _check_listeners(listeners, problems)
@@ -159,10 +192,13 @@ def build(
     if not listeners:
         # FEATURES L5: with nothing configured, listen on loopback port 25 only.
         listeners = {
-            "default": Listener(port=25, **{k: tables[k] for k in LISTENER_OVERRIDES}),
+            "default": Listener(
+                port=25, **{k: tables[k] for k in LISTENER_OVERRIDES}, areas=dict(areas)
+            ),
         }
     return AppConfig(
         **tables,
+        areas=areas,
         listeners=listeners,
         plugins=plugins,
         sources=sources,
@@ -170,7 +206,24 @@ def build(
     )
 
 
-def _listeners(data: dict, merged: Merged, problems: Problems, structure: Callable) -> dict:
+def _unknown(key: str, valid: str, hints: Mapping[str, str]) -> str:
+    hint = f"; {hints[key]}" if key in hints else ""
+    return f"unknown key {key!r} (expected one of: {valid}){hint}"
+
+
+#: What a listener table may set besides area tables (``areas`` is filled in, not set).
+LISTENER_KEYS = tuple(f.name for f in attrs.fields(Listener) if f.name != "areas")
+
+
+def _listeners(
+    data: dict,
+    merged: Merged,
+    problems: Problems,
+    structure: Callable,
+    plugin_areas: Mapping[str, type] = _NO_AREAS,
+    area_hints: Mapping[str, str] = _NO_AREAS,
+    global_areas: Mapping[str, Any] = _NO_AREAS,
+) -> dict:
     raw = data.get("listeners", {})
     if not isinstance(raw, dict):
         problems.add(("listeners",), str(Invalid("a table of listeners", raw)))
@@ -185,7 +238,13 @@ def _listeners(data: dict, merged: Merged, problems: Problems, structure: Callab
         if not isinstance(table, dict):
             problems.add(path, str(Invalid("a table", table)))
             continue
-        effective = dict(table)
+        effective = {}
+        for key, value in table.items():
+            if key in LISTENER_KEYS:
+                effective[key] = value
+            elif key not in plugin_areas:
+                valid = ", ".join(sorted((*LISTENER_KEYS, *plugin_areas)))
+                problems.add((*path, key), _unknown(key, valid, area_hints))
         for key in LISTENER_OVERRIDES:
             own, inherited = table.get(key, {}), data.get(key, {})
             if key == "tls" and isinstance(own, str):
@@ -206,8 +265,9 @@ def _listeners(data: dict, merged: Merged, problems: Problems, structure: Callab
             return not in_override or full[:4] in merged.origins
 
         listener = structure(effective, Listener, path, set_here)
+        areas = listener_areas(table, data, path, global_areas, plugin_areas, merged, structure)
         if listener is not None:
-            result[name] = listener
+            result[name] = attrs.evolve(listener, areas=areas)
     return result
 
 
@@ -282,12 +342,18 @@ def _check_logging(logging: Logging | None, problems: Problems) -> None:
         )
 
 
-def absolutize_paths(merged: Merged, plugin_schemas: Mapping[str, type]) -> None:
+def absolutize_paths(
+    merged: Merged, plugin_schemas: Mapping[str, type], plugin_areas: Mapping[str, type] = _NO_AREAS
+) -> None:
     """Resolve relative ``FilePath`` values against their file's directory, in place."""
     data = merged.data
     tables: list[tuple[KeyPath, Any]] = [((name,), cl) for name, cl in SECTIONS.items()]
     tables.append((("listeners",), dict[str, Listener]))
     tables += [(("plugins", name), cl) for name, cl in plugin_schemas.items()]
+    tables += [((name,), cl) for name, cl in plugin_areas.items()]
+    listeners = data.get("listeners")
+    for listener in listeners if isinstance(listeners, dict) else ():
+        tables += [(("listeners", listener, name), cl) for name, cl in plugin_areas.items()]
     for path, typ in tables:
         parent = data
         for key in path[:-1]:

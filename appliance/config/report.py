@@ -16,21 +16,25 @@ import attrs
 
 from .convert import show
 from .loader import LISTENER_OVERRIDES, ConfigError, load_config
+from .merge import dotted
 from .schema import AppConfig, Listener, PluginConfig
 from .units import Duration, Size, format_duration, format_size
 
 __all__ = ["check_config", "describe_listener"]
 
-_NO_PLUGINS: Mapping[str, type[PluginConfig]] = types.MappingProxyType({})
+_NO_PLUGINS: Mapping[str, Any] = types.MappingProxyType({})
 
 
 def check_config(
-    config_dir: str | Path, plugin_schemas: Mapping[str, type[PluginConfig]] = _NO_PLUGINS
+    config_dir: str | Path,
+    plugin_schemas: Mapping[str, type[PluginConfig]] = _NO_PLUGINS,
+    plugin_areas: Mapping[str, type] = _NO_PLUGINS,
+    area_hints: Mapping[str, str] = _NO_PLUGINS,
 ) -> tuple[int, str]:
     """Load the config and return ``(exit status, text to print)``: 0 and a summary, or
     1 and one line per error."""
     try:
-        config = load_config(config_dir, plugin_schemas)
+        config = load_config(config_dir, plugin_schemas, plugin_areas, area_hints)
     except ConfigError as exc:
         return 1, "\n".join(exc.errors)
     return 0, summary(config)
@@ -57,6 +61,11 @@ def summary(config: AppConfig) -> str:
         f"logging: level {log.level}, format {log.format}, "
         f"to {where.get(log.destination, log.destination)}"
     )
+    if config.areas:
+        lines.append(
+            f"areas owned by plugins: {', '.join(config.areas)} "
+            "(per listener: check-config --listener NAME)"
+        )
     if not config.plugins:
         lines.append("plugins: none installed")
     else:
@@ -93,7 +102,7 @@ def describe_listener(config: AppConfig, name: str) -> str:
 
     row(f"[{base}]", "")
     for field in attrs.fields(Listener):
-        if field.name in LISTENER_OVERRIDES:
+        if field.name in (*LISTENER_OVERRIDES, "areas"):
             continue
         value = getattr(listener, field.name)
         origin = _origin(config, f"{base}.{field.name}")
@@ -116,10 +125,37 @@ def describe_listener(config: AppConfig, name: str) -> str:
             else:
                 where = f"[{table}], {_origin(config, f'{table}.{field.name}')}"
             row(f"{field.name} = {render(value)}", where)
+    for area, value in listener.areas.items():
+        _area_rows(config, base, (area,), value, row)
     width = max(len(text) for text, comment in rows if comment)
     return "\n".join(
         f"{text:<{width}}  # {comment}" if comment else text for text, comment in rows
     ).rstrip()
+
+
+def _area_rows(config: AppConfig, base: str, path: tuple[str, ...], value: Any, row) -> None:
+    """One plugin-owned area table (and its nested tables) with where each key came from:
+    the listener's own table, the global one, or the default."""
+    row("", "")
+    row(f"[{base}.{'.'.join(path)}]", "")
+    nested = []
+    for field in attrs.fields(type(value)):
+        item = getattr(value, field.name)
+        key = ".".join((*path, field.name))
+        if attrs.has(type(item)):
+            nested.append((field.name, item))
+            continue
+        own = config.origins.get(f"{base}.{key}")
+        if own is not None:
+            where = f"listener override, {own}"
+        else:
+            where = f"[{path[0]}], {_origin(config, key)}"
+        if item is None:
+            row(f"# {field.name} not set", where)
+        else:
+            row(f"{field.name} = {render(item)}", where)
+    for name, item in nested:
+        _area_rows(config, base, (*path, name), item, row)
 
 
 def _origin(config: AppConfig, key: str) -> str:
@@ -133,4 +169,13 @@ def render(value: Any) -> str:
         return show(format_size(value))
     if isinstance(value, Duration):
         return show(format_duration(value))
+    if isinstance(value, set | frozenset):
+        value = sorted(value, key=repr)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(render(item) for item in value) + "]"
+    if attrs.has(type(value)):
+        value = {f.name: getattr(value, f.name) for f in attrs.fields(type(value))}
+    if isinstance(value, dict):
+        items = [f"{dotted((k,))} = {render(v)}" for k, v in value.items() if v is not None]
+        return "{ " + ", ".join(items) + " }" if items else "{}"
     return show(value)

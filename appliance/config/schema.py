@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
@@ -24,6 +25,7 @@ from .units import Duration, FilePath, Size
 
 __all__ = [
     "AppConfig",
+    "Auth",
     "Check",
     "Limits",
     "Listener",
@@ -31,7 +33,9 @@ __all__ = [
     "PluginConfig",
     "Queue",
     "Server",
+    "SniCertificate",
     "Smtp",
+    "State",
     "Tls",
 ]
 
@@ -64,6 +68,27 @@ def _is_file_or_unset(value: str) -> bool:
     return value == "" or os.path.isfile(value)
 
 
+def _is_file(value: str) -> bool:
+    return bool(value) and os.path.isfile(value)
+
+
+def _are_sni_names(names: list[str]) -> bool:
+    """Host names, or "*." and a domain (one leading wildcard label, as in certificates)."""
+    return bool(names) and all(_is_sni_name(name) for name in names)
+
+
+def _is_sni_name(name: str) -> bool:
+    labels = name.removeprefix("*.").split(".")
+    return len(name) <= 253 and all(
+        0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+        for label in labels)
+
+
+_REQUIRED_FILE = Check(_is_file, "an existing file")
+_SNI_NAMES = Check(
+    _are_sni_names, 'a non-empty list of host names such as "mail.example.org" or "*.example.org"')
+
+
 _POSITIVE_DURATION = Check(lambda value: value > 0, "a duration longer than 0s")
 _EXISTING_FILE = Check(_is_file_or_unset, "an existing file")
 _AT_LEAST_1_KIB = Check(lambda value: value >= 1024, 'a size of at least "1 KiB"')
@@ -73,6 +98,34 @@ SYSLOG_FACILITIES = (
 ).split()
 
 TlsMode = Literal["none", "starttls", "implicit"]
+
+
+def _is_redis_url(value: str) -> bool:
+    """redis://host[:port][/db], rediss://… or unix:///path[?db=N]."""
+    try:
+        url = urlsplit(value)
+        port_ok = url.port is None or url.port > 0  # .port raises on a bad port
+    except ValueError:
+        return False
+    if url.scheme == "unix":
+        return bool(url.path)
+    db = url.path.lstrip("/")
+    return url.scheme in ("redis", "rediss") and bool(url.hostname) and port_ok and (
+        db == "" or db.isdigit())
+
+
+@frozen(kw_only=True)
+class State:
+    """Where the shared counters of flow control, rate limits and bans live."""
+
+    backend: Literal["local", "redis"] = "local"
+    redis_url: Annotated[
+        str, Check(_is_redis_url, 'a URL such as "redis://127.0.0.1:6379/0"')
+    ] = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "smtp-appliance:"
+    timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("250ms")
+    retry_interval: Annotated[Duration, _POSITIVE_DURATION] = Duration("5s")
+    max_keys: Annotated[int, at_least(1000)] = 100_000
 
 
 @frozen(kw_only=True)
@@ -85,6 +138,16 @@ class Server:
     workers: Annotated[int, at_least(0)] = 1
     graceful_timeout: Duration = Duration("30s")
     plugin_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("30s")
+    state: State = field(factory=State)
+
+
+@frozen(kw_only=True)
+class SniCertificate:
+    """A further certificate, served to clients that ask for one of ``names``."""
+
+    names: Annotated[list[str], _SNI_NAMES]
+    certificate: Annotated[FilePath, _REQUIRED_FILE]
+    key: Annotated[FilePath, _REQUIRED_FILE]
 
 
 @frozen(kw_only=True)
@@ -93,6 +156,8 @@ class Tls:
 
     certificate: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
     key: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
+    sni: list[SniCertificate] = field(factory=list)
+    client_ca: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
     min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
     ciphers: str = ""
     dh_params: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
@@ -114,6 +179,30 @@ class Limits:
     data_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("120s")
 
 
+#: SASL mechanisms the appliance implements (docs/auth.md).
+SASL_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-256",
+                   "XOAUTH2", "OAUTHBEARER")
+_MECHANISMS = Check(
+    lambda names: all(name in SASL_MECHANISMS for name in names),
+    "a list of SASL mechanisms from " + ", ".join(f'"{m}"' for m in SASL_MECHANISMS),
+)
+
+
+@frozen(kw_only=True)
+class Auth:
+    """SMTP AUTH (RFC 4954), global or overridden per listener. Defaults: no AUTH
+    before TLS (the seeds' disableAUTH_on_non_SSL), and not required (port 25)."""
+
+    mechanisms: Annotated[list[str], _MECHANISMS] = field(
+        factory=lambda: ["PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-256"])
+    plaintext_mechanisms: Annotated[list[str], _MECHANISMS] = field(factory=list)
+    required: bool = False
+    max_failures: Annotated[int, at_least(1)] = 3
+    failure_delay: Duration = Duration("1s")
+    realm: str = ""
+    users_file: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
+
+
 @frozen(kw_only=True)
 class Smtp:
     """Protocol behaviour, global or overridden per listener."""
@@ -130,7 +219,9 @@ class Listener:
 
     ``limits``, ``smtp`` and ``tls`` are the *effective* tables: the listener's own
     override for each key it sets, the global table's value for every other key.
-    The TLS mode is ``tls_mode`` because ``tls`` is the override table.
+    The TLS mode is ``tls_mode`` because ``tls`` is the override table. ``areas`` holds
+    the effective table of every area owned by a plugin (area name -> ``Area``
+    instance), resolved the same way; it is filled in by the loader, not set in TOML.
     """
 
     address: Annotated[
@@ -144,6 +235,8 @@ class Listener:
     limits: Limits = field(factory=Limits)
     smtp: Smtp = field(factory=Smtp)
     tls: Tls = field(factory=Tls)
+    auth: Auth = field(factory=Auth)
+    areas: dict[str, Any] = field(factory=dict)
 
 
 @frozen(kw_only=True)
@@ -192,9 +285,12 @@ class AppConfig:
     tls: Tls = field(factory=Tls)
     limits: Limits = field(factory=Limits)
     smtp: Smtp = field(factory=Smtp)
+    auth: Auth = field(factory=Auth)
     queue: Queue = field(factory=Queue)
     logging: Logging = field(factory=Logging)
     plugins: dict[str, PluginConfig] = field(factory=dict)
+    #: Areas owned by plugins: area name -> the global ``Area`` instance ([access]).
+    areas: dict[str, Any] = field(factory=dict)
     #: The files read, in merge order.
     sources: tuple[Path, ...] = ()
     #: Which file set each key, by dotted key path ("listeners.mta.port"); for reports.

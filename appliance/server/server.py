@@ -23,6 +23,7 @@ from .. import logs
 from ..config import ConfigError
 from ..pluginhost import Discovered
 from ..protocol import Reply
+from ..state import StateKeeper, control_path
 from .runtime import Runtime, build_runtime
 from .session import Session, Shutdown
 
@@ -46,7 +47,8 @@ class Server:
     def __init__(self, config_dir: str | Path, found: dict[str, Discovered]) -> None:
         self.config_dir = config_dir
         self.found = found
-        self.runtime: Runtime = build_runtime(config_dir, found)
+        self.state = StateKeeper()  # the shared counters, kept across reloads
+        self.runtime: Runtime = build_runtime(config_dir, found, self.state)
         self.sockets: dict[str, socket.socket] = {}
         self.servers: list[StreamServer] = []
         self.sessions: dict[gevent.Greenlet, Session] = {}
@@ -115,7 +117,7 @@ class Server:
 
     def reload(self) -> None:
         try:
-            new = build_runtime(self.config_dir, self.found)
+            new = build_runtime(self.config_dir, self.found, self.state)
         except (ConfigError, OSError, ValueError) as exc:
             logs.event("reload_refused", level=40, error=str(exc).replace("\n", "; "))
             return
@@ -170,11 +172,16 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     logs.setup(server.runtime.config.logging)
     server.prepare_spool()
     server.bind_all()
+    # `smtp-appliance bans` reaches the local counters table through this socket.
+    server.state.open_control(control_path(server.runtime.config.queue.directory))
     workers = server.runtime.config.server.workers or os.cpu_count() or 1
-    if workers == 1:
-        server.serve()
-        return 0
-    return _prefork(server, workers)
+    try:
+        if workers == 1:
+            server.serve()
+            return 0
+        return _prefork(server, workers)
+    finally:
+        server.state.close_control()
 
 
 def _prefork(server: Server, workers: int) -> int:
@@ -182,15 +189,22 @@ def _prefork(server: Server, workers: int) -> int:
     children: dict[int, int] = {}
 
     def spawn(index: int) -> None:
+        # The supervisor holds the local counters table; each worker asks it
+        # over its own socketpair, so limits hold for all workers together.
+        supervisor_end, worker_end = server.state.channel()
         pid = os.fork()
         if pid == 0:
             gevent.reinit()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             try:
+                supervisor_end.close()
+                server.state.become_worker(worker_end)
                 server.serve()
             finally:
                 os._exit(0)
+        worker_end.close()
+        server.state.serve_worker(supervisor_end)
         children[pid] = index
 
     for i in range(workers):

@@ -9,9 +9,10 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
-from .. import logs
+from .. import logs, sasl
 from ..context import Recipient, SessionContext, TLSInfo, Transaction, core_set
 from ..message import Message, MessageReader, storage_error
+from ..plugin import run_blocking
 from ..protocol import (
     NEED_DATA,
     Auth,
@@ -54,6 +55,11 @@ TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients")
 TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops (Received headers): mail loop?")
 QUEUE_FAILED = Reply(451, "4.3.0", "Could not queue the message, try again later")
 NO_AUTH = Reply(503, "5.5.1", "Authentication not enabled")
+UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
+AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+AUTH_SUCCEEDED = Reply(235, "2.7.0", "Authentication successful")
+TOO_MANY_AUTH_FAILURES = Reply(421, "4.7.0", "Too many authentication failures, closing connection")
 NO_STARTTLS = Reply(502, "5.5.1", "STARTTLS not available here")
 
 
@@ -98,6 +104,9 @@ class Session:
         self.reader: MessageReader | None = None
         self.data_error: Reply | None = None
         self.discard = False  # a header-stage verdict said: accept and drop
+        self.auth: sasl.AuthExchange | None = None  # an AUTH exchange in progress
+        self._backend: sasl.CredentialsBackend | None | bool = False  # False: not asked yet
+        self._provided: dict[str, sasl.MechanismFactory] | None | bool = False  # likewise
         self.busy = False  # in DATA/BDAT or committing: finish before a shutdown
         self.closing = False
         self._out: list[bytes] = []
@@ -171,17 +180,46 @@ class Session:
     def _greet(self) -> None:
         verdict, _ = self.host.decide("connect", self.ctx)
         if verdict is not None and _refuses(verdict):
-            code, enhanced, text = verdict.reply_parts()
-            if verdict.action is Action.REJECT:
-                # RFC 5321 3.1: a 554 greeting; the client may still QUIT.
-                self.send(Reply(554, None, f"{self.ctx.hostname} {text}"))
+            self._refuse_greeting(verdict)
+            return
+        if self.ctx.greeting_delay > 0 and self._talks_first():
+            core_set(self.ctx, "pregreet", True)
+            self.log.event("pregreet", buffered=self.conn.buffered)
+            verdict, _ = self.host.decide("pregreet", self.ctx)
+            if verdict is not None and _refuses(verdict):
+                self._refuse_greeting(verdict, close=True)
                 return
-            self.send(Reply(421 if code >= 400 else code, None,
-                            f"{self.ctx.hostname} {text}"))
-            self.flush()
-            raise Closing
         banner = self.listener.banner or self.runtime.config.server.banner
         self.send(Reply(220, None, received.expand_banner(banner, self.ctx)))
+
+    def _refuse_greeting(self, verdict: Verdict, close: bool = False) -> None:
+        """A refusing verdict instead of the banner: 554 (the client may only QUIT,
+        unless ``close``), or 421 and close."""
+        if not verdict.reply:
+            raise Closing  # Verdict.close(): no banner at all
+        code, enhanced, text = verdict.reply_parts()
+        if verdict.action is Action.REJECT:
+            # RFC 5321 3.1: a 554 greeting; the client may still QUIT.
+            self.send(Reply(554, enhanced, f"{self.ctx.hostname} {text}"))
+            if not close:
+                return
+        else:
+            self.send(Reply(421, enhanced, f"{self.ctx.hostname} {text}"))
+        self.flush()
+        raise Closing
+
+    def _talks_first(self) -> bool:
+        """Hold the banner back for ``greeting_delay`` (a plugin set it at connect);
+        True if the client sent something meanwhile (postscreen's "pregreet"). What
+        it sent is kept and read as commands if the session goes on."""
+        delay = min(float(self.ctx.greeting_delay), float(self.limits.command_timeout))
+        self.sock.settimeout(delay)
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except TimeoutError:
+            return False
+        self.conn.receive_data(data)
+        return bool(data)
 
     def _loop(self) -> None:
         while True:
@@ -206,7 +244,8 @@ class Session:
                                       do_handshake_on_connect=False)
             tls.do_handshake()
         except (ssl.SSLError, OSError, ValueError) as exc:
-            self.log.event("tls_failed", error=f"{type(exc).__name__}: {exc}")
+            self.log.event("tls_failed", client=self.ctx.remote_ip,
+                           error=f"{type(exc).__name__}: {exc}")
             return False
         self.sock = tls
         cipher = tls.cipher() or ("", "", 0)
@@ -238,6 +277,9 @@ class Session:
                  "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"]
         if self.listener.tls_mode == "starttls" and self.ctx.tls is None:
             lines.append("STARTTLS")
+        offered = self._auth_offered()
+        if offered:
+            lines.append("AUTH " + " ".join(offered))
         if self.listener.smtp.vrfy:
             lines.append("VRFY")
         self.send(Reply(250, None, lines))
@@ -247,12 +289,17 @@ class Session:
         if max_msgs and self.ctx.message_count >= max_msgs:
             self.send(TOO_MANY_MESSAGES)
             raise Closing
-        size = ev.params.get("SIZE")
+        if self.listener.auth.required and not self.ctx.auth_user:
+            self.send(AUTH_REQUIRED)
+            return
+        params = dict(ev.params)
+        if "AUTH" in params and not self.ctx.auth_user:
+            params["AUTH"] = "<>"  # RFC 4954 5: not vouched for by an authenticated client
+        size = params.get("SIZE")
         if size is not None and size > self.ctx.max_message_size:
             self.send(Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
             return
-        tx = Transaction(queue_id=new_queue_id(), mail_from=ev.address,
-                         mail_params=dict(ev.params))
+        tx = Transaction(queue_id=new_queue_id(), mail_from=ev.address, mail_params=params)
         verdict, _ = self.host.decide("mail_from", self.ctx, tx)
         if self._refused(verdict):
             return
@@ -410,11 +457,23 @@ class Session:
                                       " HELP VRFY EXPN STARTTLS AUTH"))
 
     def on_vrfy(self, ev: Vrfy) -> None:
+        if self.listener.smtp.vrfy and self._lookup_answered("vrfy", address=ev.argument):
+            return
         self.send(Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt"
                                       " delivery"))
 
     def on_expn(self, ev: Expn) -> None:
+        if self.listener.smtp.expn and self._lookup_answered("expn", name=ev.argument):
+            return
         self.send(Reply(502, "5.5.1", "EXPN not available"))
+
+    def _lookup_answered(self, event: str, **kwargs: str) -> bool:
+        """VRFY/EXPN when on: a plugin's accept(text) is a 250, a refusal its reply."""
+        verdict, _ = self.host.decide(event, self.ctx, **kwargs)
+        if verdict is not None and verdict.action is Action.ACCEPT and verdict.text:
+            self.send(Reply(250, "2.1.5", verdict.text.split("\n")))
+            return True
+        return self._refused(verdict)
 
     def on_starttls(self, ev: StartTLS) -> None:
         if self.listener.tls_mode != "starttls":
@@ -430,14 +489,105 @@ class Session:
         self._drop_transaction()
         core_set(self.ctx, "helo_name", "")
         core_set(self.ctx, "esmtp", False)
+        core_set(self.ctx, "auth_user", "")
+        core_set(self.ctx, "auth_mechanism", "")
+
+    # --- AUTH (RFC 4954; docs/auth.md) ---------------------------------------------------
 
     def on_auth(self, ev: Auth) -> None:
-        self.send(NO_AUTH)
+        name, auth = ev.mechanism, self.listener.auth
+        if name not in self._auth_offered():
+            if self._provided_mechanisms() is None and self._credentials() is None:
+                self.send(NO_AUTH)
+            elif self.ctx.tls is None and name in auth.mechanisms:
+                self.send(AUTH_NEEDS_TLS)
+            else:
+                self.send(UNKNOWN_MECHANISM)
+            return
+        provided = self._provided_mechanisms()
+        backend = sasl.CredentialsBackend() if provided is not None else self._credentials()
+        options = sasl.SASLOptions(
+            backend=sasl.ThreadedBackend(backend, run_blocking),
+            hostname=self.ctx.hostname, realm=auth.realm, verify_token=self._verify_token)
+        mechanism = provided[name](options) if provided is not None else sasl.create(name, options)
+        self.auth = sasl.AuthExchange(mechanism)
+        self._auth_step(name, self.auth.start(ev.initial_response))
 
     def on_auth_response(self, ev: AuthResponse) -> None:
-        self.send(Reply(501, "5.5.2", "Unexpected authentication data"))
+        if self.auth is None:
+            self.send(Reply(501, "5.5.2", "Unexpected authentication data"))
+            return
+        self._auth_step(self.auth.mechanism.name, self.auth.line(ev.line))
+
+    def _auth_step(self, name: str, reply: sasl.AuthReply) -> None:
+        exchange = self.auth
+        if not exchange.done:  # a 334 challenge
+            self.send(Reply(reply.code, reply.enhanced, reply.text))
+            return
+        self.auth = None
+        result = exchange.result
+        if isinstance(result, sasl.Success):
+            verdict, _ = self.host.decide("auth", self.ctx, mechanism=name,
+                                          username=result.identity)
+            if self._refused(verdict):
+                return
+            core_set(self.ctx, "auth_user", result.identity)
+            core_set(self.ctx, "auth_mechanism", name)
+            self.log.event("auth", user=result.identity, mechanism=name)
+            self.send(AUTH_SUCCEEDED)
+            return
+        core_set(self.ctx, "auth_failures", self.ctx.auth_failures + 1)
+        self.log.event("auth_failed", logging.WARNING, client=self.ctx.remote_ip,
+                       user=result.user or "", mechanism=name, reason=result.reason,
+                       failures=self.ctx.auth_failures)
+        if result.code == 535:  # a guess: make the next one wait
+            time.sleep(float(self.listener.auth.failure_delay))
+        if self.ctx.auth_failures >= self.listener.auth.max_failures:
+            self.send(TOO_MANY_AUTH_FAILURES)
+            self.flush()
+            raise Closing
+        self.send(Reply(result.code, result.enhanced, result.text))
+
+    def _auth_offered(self) -> list[str]:
+        """The mechanisms to offer now: [auth] for this TLS state, if there are credentials."""
+        auth = self.listener.auth
+        names = auth.mechanisms if self.ctx.tls is not None else auth.plaintext_mechanisms
+        if names and self._provided_mechanisms() is not None:
+            return [n for n in names if n in self._provided]
+        if not names or self._credentials() is None:
+            return []
+        oauth = self.host.implements("verify_oauth_token")
+        return [n for n in names if oauth or n not in ("XOAUTH2", "OAUTHBEARER")]
+
+    def _credentials(self) -> sasl.CredentialsBackend | None:
+        """The ``auth_backend`` hook's answer, asked once per session."""
+        if self._backend is False:
+            try:
+                self._backend, _ = self.host.first("auth_backend", session=self.ctx)
+            except Exception:  # noqa: BLE001 - a broken backend plugin means no AUTH
+                self.log.exception("auth_backend_failed")
+                self._backend = None
+        return self._backend
+
+    def _provided_mechanisms(self) -> dict[str, sasl.MechanismFactory] | None:
+        """The ``auth_mechanisms`` hook's answer (a plugin relaying SASL to e.g.
+        Dovecot), asked once per session; it replaces the built-in mechanisms."""
+        if self._provided is False:
+            try:
+                self._provided, _ = self.host.first("auth_mechanisms", session=self.ctx)
+            except Exception:  # noqa: BLE001 - a broken plugin means no AUTH from it
+                self.log.exception("auth_mechanisms_failed")
+                self._provided = None
+        return self._provided
+
+    def _verify_token(self, user: str | None, token: str) -> str | None:
+        identity, _ = self.host.first("verify_oauth_token", session=self.ctx, user=user,
+                                      token=token)
+        return identity
 
     def on_bad(self, ev: BadCommand) -> None:
+        if ev.verb == "AUTH":
+            self.auth = None  # the engine ended the exchange (an over-long line)
         core_set(self.ctx, "bad_commands", self.ctx.bad_commands + 1)
         if self.ctx.bad_commands > self.limits.max_bad_commands:
             self.log.event("too_many_errors", bad_commands=self.ctx.bad_commands)
@@ -461,6 +611,8 @@ class Session:
         return True
 
     def _answer(self, verdict: Verdict) -> None:
+        if not verdict.reply:
+            raise Closing  # Verdict.close(): drop the connection, say nothing
         self.send(_reply_of(verdict))
         if verdict.action is Action.ABORT:
             self.flush()

@@ -9,13 +9,24 @@ import attrs
 import pytest
 import tomli
 
-from appliance.config import ConfigError, Limits, PluginConfig, Smtp, check_config, load_config
+from appliance.config import (
+    Auth,
+    ConfigError,
+    Limits,
+    PluginConfig,
+    Smtp,
+    check_config,
+    load_config,
+)
+from appliance.pluginhost import areas, discover
 
 from .conftest import ConfDir
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "conf.d"
 PLUGINS = {"spool": PluginConfig}
+#: Areas of the installed plugins ([access], [flow]): the shipped files configure them.
+AREAS = areas(discover())
 
 
 @pytest.fixture
@@ -33,14 +44,18 @@ def test_shipped_files(shipped) -> None:
         "00-server.toml",
         "10-listeners.toml",
         "20-tls.toml",
+        "25-auth.toml",
         "30-limits.toml",
+        "32-flow.toml",
+        "35-access.toml",
+        "38-relay.toml",
         "40-queue.toml",
         "45-plugins.toml",
     ]
 
 
 def test_shipped_config_loads(shipped) -> None:
-    config = load_config(shipped.path, PLUGINS)
+    config = load_config(shipped.path, PLUGINS, AREAS)
     listeners = {
         name: (listener.address, listener.port, listener.tls_mode)
         for name, listener in config.listeners.items()
@@ -55,14 +70,28 @@ def test_shipped_config_loads(shipped) -> None:
     assert config.tls.key == str(shipped.root / "var" / "tls" / "key.pem")
     assert config.queue.directory == str(shipped.root / "var" / "spool")
     assert config.plugins["spool"] == PluginConfig(enabled=True, priority=1000)
-    assert check_config(shipped.path, PLUGINS)[0] == 0
+    # AUTH: never before TLS; required on the submission listeners only
+    assert config.auth.plaintext_mechanisms == []
+    assert {n: lc.auth.required for n, lc in config.listeners.items()} == {
+        "mta": False, "submission": True, "submissions": True}
+    assert check_config(shipped.path, PLUGINS, AREAS)[0] == 0
 
 
 def test_shipped_config_needs_the_generated_certificate(shipped) -> None:
     shutil.rmtree(shipped.root / "var")
     with pytest.raises(ConfigError) as caught:
-        load_config(shipped.path, PLUGINS)
+        load_config(shipped.path, PLUGINS, AREAS)
     assert [line.split(": ")[1] for line in caught.value.errors] == ["tls.certificate", "tls.key"]
+
+
+def test_auth_file_shows_every_auth_key_with_its_default() -> None:
+    with open(SHIPPED / "25-auth.toml", "rb") as handle:
+        document = tomli.load(handle)
+    assert set(document) == {"auth"}
+    assert list(document["auth"]) == [f.name for f in attrs.fields(Auth)]
+    defaults = attrs.asdict(Auth())
+    assert {k: v for k, v in document["auth"].items() if k != "failure_delay"} == {
+        k: v for k, v in defaults.items() if k != "failure_delay"}
 
 
 def test_limits_file_shows_every_limits_and_smtp_key_with_its_default(tmp_path) -> None:

@@ -23,6 +23,7 @@ from appliance.config import (
     Server,
     Size,
     Smtp,
+    State,
     Tls,
 )
 
@@ -30,6 +31,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 TABLES = {
     "[server]": Server,
+    "[server.state]": State,
     "[listeners.NAME]": Listener,
     "[tls]": Tls,
     "[limits]": Limits,

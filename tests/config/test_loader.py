@@ -45,6 +45,14 @@ def test_defaults_are_the_documented_ones(conf) -> None:
         "workers": 1,
         "graceful_timeout": 30.0,
         "plugin_timeout": 30.0,
+        "state": {
+            "backend": "local",
+            "redis_url": "redis://127.0.0.1:6379/0",
+            "key_prefix": "smtp-appliance:",
+            "timeout": 0.25,
+            "retry_interval": 5.0,
+            "max_keys": 100_000,
+        },
     }
     assert attrs.asdict(config.limits) == {
         "max_message_size": 10 * 1024 * 1024,
@@ -66,6 +74,8 @@ def test_defaults_are_the_documented_ones(conf) -> None:
     assert attrs.asdict(config.tls) == {
         "certificate": "",
         "key": "",
+        "sni": [],
+        "client_ca": "",
         "min_version": "TLSv1.2",
         "ciphers": "",
         "dh_params": "",
@@ -293,6 +303,30 @@ def test_tls_listener_without_certificate_is_an_error(conf, mode: str) -> None:
     ]
 
 
+def test_sni_certificates_resolve_paths_and_check_names(conf) -> None:
+    conf.make_certificate()
+    conf.write(
+        "20-tls.toml",
+        """
+        [[tls.sni]]
+        names = ["mail.example.org", "*.example.net"]
+        certificate = "../var/tls/cert.pem"
+        key = "../var/tls/key.pem"
+        [[tls.sni]]
+        names = ["bad name", "*.ok.example"]
+        certificate = "missing.pem"
+        key = "../var/tls/key.pem"
+        """,
+    )
+    file = conf.file("20-tls.toml")
+    assert errors_of(conf) == [
+        f"{file}: tls.sni[1].names: expected a non-empty list of host names such as "
+        '"mail.example.org" or "*.example.org" (got an array)',
+        f"{file}: tls.sni[1].certificate: expected an existing file "
+        f'(got "{conf.path / "missing.pem"}")',
+    ]
+
+
 def test_disabled_tls_listener_needs_no_certificate(conf) -> None:
     conf.write("10-l.toml", '[listeners.mta]\nport = 25\ntls_mode = "starttls"\nenabled = false\n')
     assert not load_config(conf.path).listeners["mta"].enabled
@@ -402,7 +436,7 @@ def test_unknown_top_level_table(conf) -> None:
     conf.write("30-access.toml", "[access]\nallow = []\n")
     assert errors_of(conf) == [
         f"{conf.file('30-access.toml')}: access: unknown key 'access' (expected one of: "
-        "limits, listeners, logging, plugins, queue, server, smtp, tls)"
+        "auth, limits, listeners, logging, plugins, queue, server, smtp, tls)"
     ]
 
 
@@ -420,7 +454,7 @@ def test_unknown_listener_key(conf) -> None:
     conf.write("10-l.toml", '[listeners.mta]\nport = 25\nadress = "::"\n')
     assert errors_of(conf) == [
         f"{conf.file('10-l.toml')}: listeners.mta.adress: unknown key 'adress' (expected "
-        "one of: address, banner, enabled, limits, max_sessions, port, smtp, tls, tls_mode)"
+        "one of: address, auth, banner, enabled, limits, max_sessions, port, smtp, tls, tls_mode)"
     ]
 
 

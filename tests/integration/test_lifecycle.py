@@ -73,6 +73,56 @@ def test_sighup_reload_new_sessions_new_config_old_sessions_keep_theirs(make_app
     assert read_reply(again) == b"220 mx.test.example reloaded\r\n"
 
 
+def _wait_log(app, text):
+    for _ in range(200):
+        if text in app.log():
+            return
+        time.sleep(0.05)
+
+
+def test_plugin_area_per_listener_check_config_and_reload(make_appliance):
+    """The test-notice fixture plugin owns [test-notice]: each listener's effective table
+    reaches its hook, check-config shows it, and a bad area key on reload is refused."""
+    app = make_appliance(
+        """
+        [plugins.test-notice]
+        enabled = true
+        [test-notice.reply]
+        text = "global notice"
+        [listeners.b.test-notice.reply]
+        text = "notice for b"
+        """,
+        listeners={"a": {}, "b": {}},
+    )
+
+    def mail_reply(listener):
+        s = connect(app, app.ports[listener])
+        talk(s, b"EHLO client.example\r\n")
+        reply = talk(s, b"MAIL FROM:<x@example.org>\r\n")
+        s.close()
+        return reply
+
+    assert mail_reply("a") == b"550 5.7.1 global notice\r\n"
+    assert mail_reply("b") == b"550 5.7.1 notice for b\r\n"
+    r = app.cli("check-config", "--listener", "b")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [" ".join(line.split()) for line in r.stdout.splitlines()]
+    extra = app.config_dir / "50-extra.toml"
+    assert "[listeners.b.test-notice.reply]" in lines
+    assert f'text = "notice for b" # listener override, {extra}' in lines
+    assert 'enhanced = "5.7.1" # [test-notice], default' in lines
+    # a typo in the area on reload is refused; the running config stays
+    (app.config_dir / "60-broken.toml").write_text("[test-notice]\ncod = 421\n")
+    app.signal(signal.SIGHUP)
+    _wait_log(app, "reload_refused")
+    log = app.log()
+    assert "reload_refused" in log and "60-broken.toml" in log and "test-notice.cod" in log
+    assert mail_reply("b") == b"550 5.7.1 notice for b\r\n"
+    r = app.cli("check-config")
+    assert r.returncode == 1
+    assert f"{app.config_dir / '60-broken.toml'}: test-notice.cod: unknown key 'cod'" in r.stdout
+
+
 def _sender(port, count, acked, stop):
     """Send messages one per transaction; record the queue id of every 250."""
     try:

@@ -210,3 +210,39 @@ class BadHook:
     @hookimpl
     def on_rcpt(self, session):  # typo of on_rcpt_to
         return Verdict.reject("should never run")
+
+
+@frozen(kw_only=True)
+class NoticeReply:
+    text: str = "refused by test-notice"
+    enhanced: str = "5.7.1"
+
+
+@frozen(kw_only=True)
+class NoticeArea:
+    code: int = 550
+    reply: NoticeReply = field(factory=NoticeReply)
+
+
+class AreaNotice:
+    """Owns the [test-notice] area and refuses MAIL FROM with the effective reply of
+    the session's listener: per-listener area settings reaching a hook."""
+
+    area = "test-notice"
+    Area = NoticeArea
+
+    @frozen(kw_only=True)
+    class Config(PluginConfig):
+        enabled: bool = False
+
+    def __init__(self, config):
+        self.areas = {}
+
+    @hookimpl
+    def on_configure(self, config):
+        self.areas = {name: lc.areas["test-notice"] for name, lc in config.listeners.items()}
+
+    @hookimpl
+    def on_mail_from(self, session):
+        area = self.areas[session.listener]
+        return Verdict.reject(area.reply.text, area.code, area.reply.enhanced)

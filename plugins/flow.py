@@ -1,0 +1,372 @@
+"""Flow control and error control: limits per client, user and sender domain.
+
+Counted in the shared counters (``appliance.counters``) so that they hold for the
+whole appliance, every worker and, with the Redis store, every instance. Connection
+limits refuse at connect with 421 4.7.0 and close; message and recipient rates
+answer 451 4.7.1 at MAIL and RCPT; too many bad recipients or auth failures in one
+session end it with 421 4.7.0 at the next command. The server-wide and per-listener
+session caps (F1) are the core's: ``server.max_sessions``, ``listeners.NAME.max_sessions``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+from attrs import define, field
+
+from appliance import Verdict, hookimpl
+from appliance.config.units import format_duration
+from appliance.context import TraceEntry
+from appliance.counters import StoreUnavailable
+
+from .flow_clients import Network, client_group, in_networks, parse_networks
+from .flow_settings import ConnectionsPerIp, FlowSettings, RateLimit
+
+log = logging.getLogger("smtp_appliance.flow")
+
+NAME = "flow"
+STASH = "flow"
+STORE_DOWN = Verdict.tmpreject("Flow control state unavailable, try again later", 451, "4.3.0")
+MAX_LOGGED = 10000  # (limit, client) pairs remembered to log each once per interval
+PREGREET = Verdict.reject("Protocol error: talking before the greeting", 554, "5.7.1")
+
+
+@define
+class FlowState:
+    """What flow control remembers about one session (``session.stash["flow"]``)."""
+
+    group: str
+    exempt: bool = False
+    gauges: list[str] = field(factory=list)  # concurrent gauges entered: left at the end
+    # What auto-ban has already counted, so that each error is counted once.
+    bad_recipients: int = 0
+    auth_failures: int = 0
+    trace_seen: int = 0
+
+
+class FlowControl:
+    """The ``flow`` plugin; its settings are the ``[flow]`` area."""
+
+    area = "flow"
+    Area = FlowSettings
+
+    def __init__(self, config: Any) -> None:
+        self.monitor_all = config.mode == "monitor"
+        self.counters: Any = None
+        self.settings: dict[str, FlowSettings] = {}
+        self.exempt: dict[str, tuple[Network, ...]] = {}
+        self.default = FlowSettings()
+        self._logged: dict[tuple[str, ...], float] = {}
+
+    # --- configuration ------------------------------------------------------------------
+
+    @hookimpl
+    def on_configure(self, config: Any, counters: Any) -> None:
+        self.counters = counters
+        for name, listener in config.listeners.items():
+            settings = listener.areas.get(self.area, self.default)
+            self.settings[name] = settings
+            self.exempt[name] = parse_networks(settings.exempt_networks)
+
+    def _settings(self, session: Any) -> FlowSettings:
+        return self.settings.get(session.listener, self.default)
+
+    # --- connection -----------------------------------------------------------------------
+
+    def _new_state(self, session: Any, s: FlowSettings) -> FlowState:
+        st = FlowState(client_group(session.remote_ip, s.ipv4_prefix, s.ipv6_prefix))
+        st.exempt = in_networks(session.remote_ip, self.exempt.get(session.listener, ())) or (
+            s.exempt_allow_listed and session.allow_listed)
+        session.stash[STASH] = st
+        return st
+
+    def _state(self, session: Any) -> FlowState:
+        st = session.stash.get(STASH)
+        if st is None:  # not asked at connect: an earlier plugin accepted the connection
+            st = self._new_state(session, self._settings(session))
+        return st
+
+    @hookimpl
+    def on_connect(self, session: Any) -> Verdict | None:
+        s = self._settings(session)
+        st = self._new_state(session, s)
+        if st.exempt:
+            return None
+        verdict = self._ban_check(session, s, st) or self._connection_limits(session, s, st)
+        if verdict is None and s.pregreet.delay > 0:
+            session.greeting_delay = float(s.pregreet.delay)
+        return verdict
+
+    def _ban_check(self, session: Any, s: FlowSettings, st: FlowState) -> Verdict | None:
+        if not _autoban_on(s):
+            return None  # no store round trip per connection when nobody is banned
+        try:
+            left = self.counters.banned(ban_key(st.group))
+        except StoreUnavailable:
+            return _store_down(s.autoban.on_store_failure, s.autoban.mode)
+        if left <= 0:
+            return None
+        verdict = _ban_verdict(s, st.group)
+        return self._over(session, None, "connect", "ban", s.autoban.mode, verdict,
+                          st.group, detail={"seconds_left": round(left)})
+
+    def _connection_limits(self, session: Any, s: FlowSettings, st: FlowState) -> Verdict | None:
+        where, group = session.listener, st.group
+        return (
+            self._rate(session, None, "connect", "new_connections", s.new_connections,
+                       f"flow:new:{where}", "all", Verdict.abort,
+                       "Too many new connections to this service")
+            or self._rate(session, None, "connect", "connections_per_ip", s.connections_per_ip,
+                          f"flow:conn:{where}:{group}", group, Verdict.abort,
+                          f"Too many connections from {group}")
+            or self._concurrent(session, s, st)
+        )
+
+    def _concurrent(self, session: Any, s: FlowSettings, st: FlowState) -> Verdict | None:
+        cfg = s.concurrent_connections_per_ip
+        if not cfg.limit:
+            return None
+        key = f"flow:concurrent:{session.listener}:{st.group}"
+        try:
+            count = self.counters.enter(key, fail=cfg.on_store_failure)
+        except StoreUnavailable:
+            return _store_down(cfg.on_store_failure, cfg.mode)
+        st.gauges.append(key)
+        if count <= cfg.limit:
+            return None
+        text = (f"Too many concurrent connections from {st.group} (limit {cfg.limit}),"
+                " try again later")
+        return self._over(session, None, "connect", "concurrent_connections_per_ip", cfg.mode,
+                          Verdict.abort(text), st.group, detail={"count": count})
+
+    @hookimpl
+    def on_pregreet(self, session: Any) -> Verdict | None:
+        st = session.stash.get(STASH)
+        if st is None or st.exempt:
+            return None
+        s = self._settings(session)
+        return self._over(session, None, "pregreet", "pregreet", s.pregreet.mode, PREGREET,
+                          st.group)
+
+    @hookimpl
+    def on_disconnect(self, session: Any) -> None:
+        st = session.stash.get(STASH)
+        if st is None:
+            return
+        for key in st.gauges:
+            self.counters.leave(key)
+        st.gauges.clear()
+        if not st.exempt:
+            self._autoban(session, None, "disconnect", self._settings(session), st)
+
+    # --- commands -----------------------------------------------------------------------
+
+    @hookimpl
+    def on_ehlo(self, session: Any) -> Verdict | None:
+        return self._session_checks(session, None, "ehlo")
+
+    @hookimpl
+    def on_auth(self, session: Any) -> Verdict | None:
+        return self._session_checks(session, None, "auth")
+
+    @hookimpl
+    def on_data_start(self, session: Any, transaction: Any) -> Verdict | None:
+        return self._session_checks(session, transaction, "data_start")
+
+    @hookimpl
+    def on_mail_from(self, session: Any, transaction: Any) -> Verdict | None:
+        verdict = self._session_checks(session, transaction, "mail_from")
+        if verdict is not None:
+            return verdict
+        st = self._state(session)
+        if st.exempt:
+            return None
+        s = self._settings(session)
+        return self._per_sender(session, transaction, "mail_from", st, "messages",
+                                s.messages_per_ip, s.messages_per_user,
+                                s.messages_per_sender_domain)
+
+    @hookimpl
+    def on_rcpt_to(self, session: Any, transaction: Any) -> Verdict | None:
+        verdict = self._session_checks(session, transaction, "rcpt_to")
+        if verdict is not None:
+            return verdict
+        st = self._state(session)
+        if st.exempt:
+            return None
+        s = self._settings(session)
+        return self._per_sender(session, transaction, "rcpt_to", st, "recipients",
+                                s.recipients_per_ip, s.recipients_per_user,
+                                s.recipients_per_sender_domain)
+
+    def _per_sender(self, session: Any, tx: Any, event: str, st: FlowState, what: str,
+                    per_ip: RateLimit, per_user: RateLimit, per_domain: RateLimit,
+                    ) -> Verdict | None:
+        """Messages (at MAIL) or recipients (at RCPT) per client, user, sender domain."""
+        where = session.listener
+        verdict = self._rate(session, tx, event, f"{what}_per_ip", per_ip,
+                             f"flow:{what}:ip:{where}:{st.group}", st.group,
+                             Verdict.tmpreject, f"Too many {what} from {st.group}")
+        user = session.auth_user
+        if verdict is None and user:
+            verdict = self._rate(session, tx, event, f"{what}_per_user", per_user,
+                                 f"flow:{what}:user:{where}:{user.lower()}", user,
+                                 Verdict.tmpreject, f"Too many {what} from user {user}")
+        domain = tx.mail_from_domain.lower()
+        if verdict is None and domain:
+            verdict = self._rate(session, tx, event, f"{what}_per_sender_domain", per_domain,
+                                 f"flow:{what}:domain:{where}:{domain}", domain,
+                                 Verdict.tmpreject,
+                                 f"Too many {what} from sender domain {domain}")
+        return verdict
+
+    def _session_checks(self, session: Any, tx: Any, event: str) -> Verdict | None:
+        """Before a command is answered: auto-ban, bad recipients (E3), the tarpit.
+        (E1 and E2 are the core's: ``limits.max_bad_commands``, ``auth.max_failures``.)"""
+        st = self._state(session)
+        if st.exempt:
+            return None
+        s = self._settings(session)
+        verdict = self._autoban(session, tx, event, s, st)
+        if verdict is not None:
+            return verdict
+        cfg, count = s.bad_recipients, session.bad_recipients
+        if cfg.limit and count >= cfg.limit:
+            text = f"Too many bad recipients (limit {cfg.limit}), closing connection"
+            verdict = self._over(session, tx, event, "bad_recipients", cfg.mode,
+                                 Verdict.abort(text), st.group, detail={"count": count})
+            if verdict is not None:
+                return verdict
+        errors = session.bad_commands + session.bad_recipients + session.auth_failures
+        if s.tarpit.delay > 0 and errors >= s.tarpit.after_errors and not self.monitor_all:
+            gevent.sleep(float(s.tarpit.delay))  # cooperative: delays this session only
+        return None
+
+    # --- auto-ban -----------------------------------------------------------------------
+
+    def _autoban(self, session: Any, tx: Any, event: str, s: FlowSettings,
+                 st: FlowState) -> Verdict | None:
+        """Count this session's new errors per client; more than allowed in the window:
+        ban the client (stored in the counters, listed by ``smtp-appliance bans list``)."""
+        a = s.autoban
+        if not _autoban_on(s):
+            return None
+        new = {
+            "auth_failures": session.auth_failures - st.auth_failures,
+            "bad_recipients": session.bad_recipients - st.bad_recipients,
+            "relay_attempts": _relay_attempts(session.trace, st.trace_seen),
+        }
+        st.auth_failures, st.bad_recipients = session.auth_failures, session.bad_recipients
+        st.trace_seen = len(session.trace)
+        for name, amount in new.items():
+            threshold = getattr(a, name)
+            if not threshold or amount <= 0:
+                continue
+            try:
+                count = self.counters.hit(f"flow:ban:{name}:{st.group}", float(a.window),
+                                          amount=amount, fail=a.on_store_failure)
+            except StoreUnavailable:
+                return None if event == "disconnect" else _store_down("closed", a.mode)
+            if count <= threshold:
+                continue
+            reason = f"{count} {name.replace('_', ' ')} in {format_duration(a.window)}"
+            if a.mode == "monitor" or self.monitor_all:
+                self._note(session, "autoban", st.group, float(a.window), "would_ban",
+                           reason=reason)
+                continue
+            try:
+                self.counters.ban(ban_key(st.group), float(a.ban_time), reason)
+            except StoreUnavailable:
+                return None if event == "disconnect" else _store_down("closed", a.mode)
+            self._note(session, "autoban", st.group, 0, "banned", reason=reason,
+                       seconds=round(float(a.ban_time)))
+            if event == "disconnect":
+                return None
+            return _ban_verdict(s, st.group)
+        return None
+
+    # --- counting and refusing ------------------------------------------------------------
+
+    def _rate(self, session: Any, tx: Any, event: str, name: str,
+              cfg: RateLimit | ConnectionsPerIp, key: str, subject: str,
+              refuse: Callable[[str], Verdict], what: str) -> Verdict | None:
+        """One event more under ``key``; over ``cfg.limit`` in ``cfg.interval``: refuse."""
+        if not cfg.limit:
+            return None
+        try:
+            count = self.counters.hit(key, float(cfg.interval), fail=cfg.on_store_failure)
+        except StoreUnavailable:
+            return _store_down(cfg.on_store_failure, cfg.mode)
+        if count <= cfg.limit:
+            return None
+        text = f"{what} (limit {cfg.limit} per {format_duration(cfg.interval)}), try again later"
+        return self._over(session, tx, event, name, cfg.mode, refuse(text), subject,
+                          interval=float(cfg.interval), detail={"count": count})
+
+    def _over(self, session: Any, tx: Any, event: str, name: str, mode: str, verdict: Verdict,
+              subject: str, interval: float = 60.0, detail: dict | None = None,
+              ) -> Verdict | None:
+        """A limit was exceeded: log it (once per interval per client and limit) and
+        refuse, or only trace "would have refused" when the limit is in monitor mode."""
+        monitor = mode == "monitor" or self.monitor_all
+        self._note(session, name, subject, interval,
+                   "would_refuse" if monitor else "refused", **(detail or {}))
+        if mode == "monitor":  # the plugin's own monitor mode is traced by the core
+            code, enhanced, text = verdict.reply_parts()
+            entry = TraceEntry(event, NAME, verdict.action.value, code, enhanced, text,
+                               "monitor")
+            session.trace.append(entry)
+            if tx is not None:
+                tx.trace.append(entry)
+            return None
+        return verdict
+
+    def _note(self, session: Any, name: str, subject: str, interval: float, outcome: str,
+              **fields: Any) -> None:
+        """One log line per limit and client per interval, not one per connection."""
+        now = time.monotonic()
+        key = (session.listener, name, subject, outcome)
+        if interval and self._logged.get(key, 0.0) > now:
+            return
+        if len(self._logged) > MAX_LOGGED:  # a flood from many clients: bounded memory
+            self._logged = {k: t for k, t in self._logged.items() if t > now}
+            if len(self._logged) > MAX_LOGGED:
+                self._logged.clear()
+        self._logged[key] = now + interval
+        log.warning("flow_%s", outcome, extra={"fields": {
+            "session": session.session_id, "limit": name, "client": session.remote_ip,
+            "counted_as": subject, "listener": session.listener, **fields}})
+
+
+def _autoban_on(s: FlowSettings) -> bool:
+    a = s.autoban
+    return bool(a.auth_failures or a.bad_recipients or a.relay_attempts)
+
+
+def _store_down(fail: str, mode: str) -> Verdict | None:
+    """The store is unreachable and the limit fails closed: 451 4.3.0; a limit in
+    monitor mode never refuses, not even then."""
+    return STORE_DOWN if fail == "closed" and mode != "monitor" else None
+
+
+def ban_key(group: str) -> str:
+    """The key a client's ban is stored under: ``smtp-appliance bans delete flow:IP``."""
+    return f"{NAME}:{group}"
+
+
+def _ban_verdict(s: FlowSettings, group: str) -> Verdict:
+    if s.autoban.action == "reject":
+        return Verdict.reject(f"Client {group} is banned for repeated errors", 554, "5.7.1")
+    return Verdict.abort(f"Client {group} is temporarily banned for repeated errors,"
+                         " try again later")
+
+
+def _relay_attempts(trace: list, seen: int) -> int:
+    """Recipients refused with 5.7.1 (relay denied) since ``seen`` in the trace."""
+    return sum(1 for e in trace[seen:]
+               if e.event == "rcpt_to" and e.action == "reject" and e.enhanced == "5.7.1"
+               and e.mode == "enforce" and e.plugin != NAME)

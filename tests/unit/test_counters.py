@@ -1,0 +1,262 @@
+"""The counters contract, run unchanged against every backend:
+
+- ``local``: the in-process table;
+- ``shared``: the same table served over a real unix socketpair by the supervisor's
+  service (what a worker of a multi-worker server talks to);
+- ``redis``: a real redis-server (tests/redis_fixture.py).
+
+Expiry is checked by polling with a generous deadline, never by timing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import gevent
+import gevent.socket
+import pytest
+
+from appliance.config import State
+from appliance.counters import Counters
+from appliance.state import LocalCounters, StateKeeper
+from appliance.state.sharing import TableClient, TableService
+from appliance.state.table import LocalTable
+
+SHORT = 0.3  # seconds: the interval of expiry tests
+BRIEF = 1.0  # seconds: an interval that must not pass between two steps of a test
+
+
+def eventually(check, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+@pytest.fixture(params=["local", "shared", "redis"])
+def counters(request) -> Counters:
+    if request.param == "local":
+        yield LocalCounters(LocalTable())
+    elif request.param == "shared":
+        service_end, worker_end = gevent.socket.socketpair()
+        table = LocalTable()
+        glet = gevent.spawn(TableService(table).serve, service_end, 1)
+        yield LocalCounters(TableClient(worker_end, 1000))
+        worker_end.close()
+        glet.join(5)
+    else:
+        server = request.getfixturevalue("redis_server")
+        from appliance.state.redis_store import RedisCounters
+
+        settings = State(backend="redis", redis_url=server.url,
+                         key_prefix=f"test-{uuid.uuid4().hex[:8]}:")
+        store = RedisCounters(settings, fallback=None)  # an outage would raise
+        yield store
+        store.client.close()
+
+
+def test_implements_the_protocol(counters):
+    assert isinstance(counters, Counters)
+
+
+# --- windows ---------------------------------------------------------------------------
+
+
+def test_hit_counts_every_event_exactly(counters):
+    for n in range(1, 6):
+        assert counters.hit("ip:192.0.2.1", 60) == n
+    assert counters.count("ip:192.0.2.1", 60) == 5
+    assert counters.hit("ip:192.0.2.1", 60, amount=3) == 8
+    assert counters.count("ip:192.0.2.1", 60) == 8
+
+
+def test_count_adds_nothing_and_unknown_keys_are_zero(counters):
+    assert counters.count("ip:192.0.2.9", 60) == 0
+    assert counters.count("ip:192.0.2.9", 60) == 0
+    assert counters.hit("ip:192.0.2.9", 60) == 1
+
+
+def test_keys_and_intervals_are_separate_windows(counters):
+    counters.hit("a", 60)
+    counters.hit("a", 60)
+    assert counters.hit("b", 60) == 1
+    assert counters.hit("a", 3600) == 1
+    assert counters.count("a", 60) == 2
+
+
+def test_events_stop_counting_after_the_interval(counters):
+    for _ in range(3):
+        counters.hit("burst", SHORT)
+    assert eventually(lambda: counters.count("burst", SHORT) == 0)
+    assert counters.hit("burst", SHORT) == 1
+
+
+def test_a_limit_is_reached_exactly_and_resets_after_the_interval(counters):
+    limit = 4
+
+    def allowed() -> bool:
+        return counters.hit("conn:198.51.100.7", BRIEF) <= limit
+
+    results = [allowed() for _ in range(limit + 2)]
+    assert results == [True] * limit + [False, False]
+    assert eventually(lambda: counters.count("conn:198.51.100.7", BRIEF) == 0)
+    assert allowed()
+
+
+# --- gauges ----------------------------------------------------------------------------
+
+
+def test_gauge_goes_up_and_down(counters):
+    assert counters.enter("sessions:192.0.2.1") == 1
+    assert counters.enter("sessions:192.0.2.1") == 2
+    assert counters.enter("sessions:192.0.2.2") == 1
+    counters.leave("sessions:192.0.2.1")
+    assert counters.enter("sessions:192.0.2.1") == 2
+
+
+def test_gauge_never_goes_below_zero(counters):
+    counters.enter("g")
+    for _ in range(3):
+        counters.leave("g")
+    counters.leave("never-entered")
+    assert counters.enter("g") == 1
+    assert counters.enter("never-entered") == 1
+
+
+# --- bans ------------------------------------------------------------------------------
+
+
+def test_ban_is_in_force_listed_and_lifted(counters):
+    assert counters.banned("ip:203.0.113.5") == 0.0
+    counters.ban("ip:203.0.113.5", 30, "5 auth failures")
+    left = counters.banned("ip:203.0.113.5")
+    assert 25 < left <= 30
+    listed = counters.bans()
+    assert set(listed) == {"ip:203.0.113.5"}
+    assert 25 < listed["ip:203.0.113.5"][0] <= 30
+    assert listed["ip:203.0.113.5"][1] == "5 auth failures"
+    assert counters.unban("ip:203.0.113.5") is True
+    assert counters.banned("ip:203.0.113.5") == 0.0
+    assert counters.bans() == {}
+    assert counters.unban("ip:203.0.113.5") is False
+
+
+def test_a_new_ban_replaces_the_old_one(counters):
+    counters.ban("k", 30, "first")
+    counters.ban("k", 300, "second")
+    assert counters.banned("k") > 290
+    assert counters.bans()["k"][1] == "second"
+
+
+def test_bans_expire(counters):
+    counters.ban("short", BRIEF, "test")
+    counters.ban("long", 60, "test")
+    assert counters.banned("short") > 0
+    assert eventually(lambda: counters.banned("short") == 0.0)
+    assert set(counters.bans()) == {"long"}
+    assert counters.unban("short") is False
+
+
+# --- the local table's own promises ----------------------------------------------------
+
+
+def test_local_table_memory_is_capped_least_recently_used_first():
+    table = LocalTable(max_keys=3)
+    for key in ("a", "b", "c"):
+        table.hit(key, 60)
+    table.hit("a", 60)         # "b" is now the least recently used
+    table.hit("d", 60)
+    assert table.count("b", 60) == 0
+    assert table.count("a", 60) == 2
+    assert table.count("c", 60) == 1
+    assert table.count("d", 60) == 1
+
+
+def test_local_table_drops_expired_windows():
+    now = [1000.0]
+    table = LocalTable(clock=lambda: now[0])
+    for i in range(100):
+        table.hit(f"k{i}", 10)
+    now[0] += 11
+    table.hit("fresh", 10)  # each call drops up to 64 expired windows
+    assert len(table) == 100 - 64 + 1
+    table.hit("fresh", 10)
+    assert len(table) == 1
+
+
+def test_window_slices_count_an_event_at_least_95_percent_of_the_interval():
+    now = [1000.05]  # inside a slice, not on its edge
+    table = LocalTable(clock=lambda: now[0])
+    table.hit("k", 10)
+    now[0] += 9.45
+    assert table.count("k", 10) == 1
+    now[0] += 0.51
+    assert table.count("k", 10) == 0
+
+
+def test_a_dead_workers_gauges_are_dropped():
+    table = LocalTable()
+    table.enter("ip", owner=1)
+    table.enter("ip", owner=1)
+    assert table.enter("ip", owner=2) == 3
+    table.drop_owner(1)
+    assert table.enter("ip", owner=2) == 2
+
+
+def test_shared_table_drops_a_workers_gauges_when_its_channel_closes():
+    table = LocalTable()
+    service = TableService(table)
+    service_end, worker_end = gevent.socket.socketpair()
+    glet = gevent.spawn(service.serve, service_end, 7)
+    client = TableClient(worker_end, 1000)
+    assert client.enter("ip") == 1
+    assert client.enter("ip") == 2
+    worker_end.close()  # the worker died
+    glet.join(5)
+    assert table.gauge("ip") == 0
+
+
+def test_keeper_reuses_the_store_while_state_settings_are_unchanged():
+    keeper = StateKeeper()
+    first = keeper.counters_for(State())
+    first.hit("k", 60)
+    again = keeper.counters_for(State())
+    assert again is first
+    resized = keeper.counters_for(State(max_keys=5000))
+    assert resized.count("k", 60) == 1  # the same local table, counts kept
+
+
+def test_a_caller_killed_while_waiting_leaves_the_channel_in_step():
+    """A session killed by its time budget mid-request must not hand its response
+    to the next caller."""
+    table = LocalTable()
+    service_end, worker_end = gevent.socket.socketpair()
+    client = TableClient(worker_end, 1000)
+    impatient = gevent.spawn(client.hit, "a", 60)   # sent, but nobody answers yet
+    gevent.sleep(0.05)
+    impatient.kill()
+    gevent.spawn(TableService(table).serve, service_end, 1)
+    assert client.count("b", 60) == 0                 # not the "a" window's answer
+    assert client.hit("b", 60) == 1
+    assert client.count("a", 60) == 1                 # the abandoned hit did count
+
+
+def test_a_worker_whose_supervisor_is_gone_counts_on_its_own():
+    service_end, worker_end = gevent.socket.socketpair()
+    client = TableClient(worker_end, 1000)
+    service_end.close()
+    assert client.hit("a", 60) == 1
+    assert client.hit("a", 60) == 2
+
+
+def test_the_admins_command_is_told_when_the_server_is_gone():
+    from appliance.counters import StoreUnavailable
+
+    service_end, worker_end = gevent.socket.socketpair()
+    client = TableClient(worker_end, 1000, fallback=False)
+    service_end.close()
+    with pytest.raises(StoreUnavailable):
+        client.bans()
