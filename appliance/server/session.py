@@ -7,6 +7,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import logs, sasl
@@ -511,16 +512,23 @@ class Session:
             hostname=self.ctx.hostname, realm=auth.realm, verify_token=self._verify_token)
         mechanism = provided[name](options) if provided is not None else sasl.create(name, options)
         self.auth = sasl.AuthExchange(mechanism)
-        self._auth_step(name, self.auth.start(ev.initial_response))
+        self._auth_step(name, lambda: self.auth.start(ev.initial_response))
 
     def on_auth_response(self, ev: AuthResponse) -> None:
         if self.auth is None:
             self.send(Reply(501, "5.5.2", "Unexpected authentication data"))
             return
-        self._auth_step(self.auth.mechanism.name, self.auth.line(ev.line))
+        self._auth_step(self.auth.mechanism.name, lambda: self.auth.line(ev.line))
 
-    def _auth_step(self, name: str, reply: sasl.AuthReply) -> None:
+    def _auth_step(self, name: str, step: Callable[[], sasl.AuthReply]) -> None:
         exchange = self.auth
+        try:
+            reply = step()
+        except Exception:  # noqa: BLE001 - a credentials or token plugin failed: 454, not a crash
+            self.log.exception("auth_backend_failed", mechanism=name)
+            self.auth = None
+            self.send(Reply(454, "4.7.0", "Temporary authentication failure"))
+            return
         if not exchange.done:  # a 334 challenge
             self.send(Reply(reply.code, reply.enhanced, reply.text))
             return

@@ -166,3 +166,42 @@ def test_swaks_every_mechanism(auth_app, certs, mechanism):
     assert env["client"]["auth_user"] == "alice"
     bad = swaks("wrong")
     assert bad.returncode != 0 and "535 5.7.8" in bad.stdout
+
+
+def test_oauth_through_the_token_hook_and_a_failing_checker_gives_454(
+        make_appliance, certs, tmp_path):
+    users = tmp_path / "users.toml"
+    write_users(users, {"alice": make_entry("alice", PASSWORD, ["PLAIN"], "mx.test.example")})
+    app = make_appliance(f"""
+        [auth]
+        users_file = "{users}"
+        mechanisms = ["PLAIN", "XOAUTH2", "OAUTHBEARER"]
+        [plugins.test-authprobe]
+        enabled = true
+        """, listeners=LISTENERS)
+    with starttls(app, certs) as c:
+        assert c.esmtp_features["auth"].split() == ["PLAIN", "XOAUTH2", "OAUTHBEARER"]
+        good = base64.b64encode(b"user=alice\x01auth=Bearer letmein\x01\x01").decode()
+        assert c.docmd("AUTH", "XOAUTH2 " + good) == (235, b"2.7.0 Authentication successful")
+    with starttls(app, certs) as c:
+        bad = base64.b64encode(b"n,a=alice,\x01auth=Bearer other\x01\x01").decode()
+        code, text = c.docmd("AUTH", "OAUTHBEARER " + bad)
+        assert (code, text[:5]) == (454, b"4.7.0")  # the checker raised: try later
+        c.login("alice", PASSWORD)  # the session goes on
+    assert "auth_backend_failed" in app.log()
+
+
+def test_a_credentials_store_that_raises_gives_454_and_the_session_goes_on(
+        make_appliance, certs):
+    app = make_appliance("""
+        [plugins.test-authprobe]
+        enabled = true
+        broken = true
+        """, listeners=LISTENERS)
+    with starttls(app, certs) as c:
+        assert "PLAIN" in c.esmtp_features["auth"]
+        token = base64.b64encode(b"\0alice\0" + PASSWORD.encode()).decode()
+        code, text = c.docmd("AUTH", "PLAIN " + token)
+        assert (code, text[:5]) == (454, b"4.7.0")
+        assert c.noop()[0] == 250
+        assert c.sendmail("a@example.org", ["b@example.net"], MSG) == {}
