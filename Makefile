@@ -1,10 +1,10 @@
 # Developer and CI entry points. Every target is idempotent.
 #
 #   make deps-system   Debian packages for tests and bench (scripts/deps-system.sh lists them)
-#   make .venv         virtualenv with the project installed editable, extras [test]
+#   make .venv         virtualenv with the project and the example plugins, editable
 #   make serve         run the appliance in the foreground with conf.d/
 #   make check-config  validate conf.d/
-#   make test          ruff + pytest
+#   make test          deps-system, the [test] extra, ruff + pytest
 #   make bench         benchmark against Postfix (bench/README.md); BENCH_ARGS="--quick ..."
 #   make clean         remove var/ and bench/results/ (keeps .venv)
 
@@ -17,6 +17,7 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 # Written after a successful install; older than pyproject.toml means "reinstall".
 VENV_STAMP := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.test-installed-stamp
 CONFIG_DIR ?= conf.d
 BENCH_ARGS ?=
 
@@ -38,8 +39,14 @@ $(VENV_PY):
 PLUGIN_DISTS := examples/sender-blocklist tests/fixture_plugins
 
 $(VENV_STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGIN_DISTS)) | $(VENV_PY)
-	$(VENV_PY) -m pip install --disable-pip-version-check -q -e '.[test]' \
+	$(VENV_PY) -m pip install --disable-pip-version-check -q -e . \
 	    $(addprefix -e ,$(PLUGIN_DISTS))
+	touch $@
+
+# The [test] extra builds python-gssapi, which needs Debian packages (libkrb5-dev,
+# gcc): installed after deps-system, so `make serve` needs neither.
+$(TEST_STAMP): $(VENV_STAMP)
+	$(VENV_PY) -m pip install --disable-pip-version-check -q -e '.[test]'
 	touch $@
 
 tls:
@@ -52,7 +59,7 @@ serve: $(VENV_STAMP) tls
 check-config: $(VENV_STAMP) tls
 	$(VENV)/bin/smtp-appliance check-config --config-dir $(CONFIG_DIR)
 
-test: deps-system $(VENV_STAMP)
+test: deps-system $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV_PY) -m pytest -q
 

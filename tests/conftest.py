@@ -1,3 +1,3 @@
 """Fixtures for every test directory."""
 
-pytest_plugins = ["tests.redis_fixture", "tests.dovecot_fixture"]
+pytest_plugins = ["tests.redis_fixture", "tests.dovecot_fixture", "tests.kdc_fixture"]

@@ -181,7 +181,7 @@ class Limits:
 
 #: SASL mechanisms the appliance implements (docs/auth.md).
 SASL_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-256",
-                   "XOAUTH2", "OAUTHBEARER")
+                   "XOAUTH2", "OAUTHBEARER", "GSSAPI")
 _MECHANISMS = Check(
     lambda names: all(name in SASL_MECHANISMS for name in names),
     "a list of SASL mechanisms from " + ", ".join(f'"{m}"' for m in SASL_MECHANISMS),
@@ -201,6 +201,7 @@ class Auth:
     failure_delay: Duration = Duration("1s")
     realm: str = ""
     users_file: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
+    gssapi_keytab: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
 
 
 @frozen(kw_only=True)

@@ -31,6 +31,13 @@ MECHANISMS: dict[str, type[Mechanism]] = {
     m.name: m for m in (Plain, Login, CramMD5, DigestMD5, ScramSHA256, XOAuth2, OAuthBearer)
 }
 
+try:  # GSSAPI needs python-gssapi and the Kerberos libraries (the ``gssapi`` extra)
+    from .gssapi_mech import GSSAPI
+except ImportError:  # pragma: no cover - depends on the install
+    GSSAPI = None
+else:
+    MECHANISMS[GSSAPI.name] = GSSAPI
+
 
 def create(name: str, options: SASLOptions) -> Mechanism:
     """A fresh mechanism for one AUTH command; KeyError for an unknown name."""

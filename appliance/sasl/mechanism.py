@@ -45,6 +45,8 @@ class SASLOptions:
     oauth_scope: str = ""  # in the RFC 7628 error challenge
     oauth_configuration: str = ""  # openid-configuration URL in that challenge
     digest_uri_service: str = "smtp"  # DIGEST-MD5 digest-uri service type
+    gssapi_keytab: str = ""  # GSSAPI acceptor keytab; "" = the Kerberos default
+    gssapi_service: str = "smtp"  # GSSAPI service principal: service/hostname
     random_bytes: Callable[[int], bytes] = os.urandom
     dummy_secret: bytes = field(default=_DUMMY_SECRET, repr=False)
 

@@ -152,6 +152,7 @@ class Session:
             self._loop()
         except Closing:
             self._flush_quietly()
+            self._tls_goodbye()
         except TimeoutError:
             self.log.event("timeout", state=str(self.conn.state))
             self._last_words(TIMEOUT)
@@ -166,6 +167,16 @@ class Session:
             try:
                 self.sock.close()
             except OSError:
+                pass
+
+    def _tls_goodbye(self) -> None:
+        """Send TLS close_notify before closing (OpenSSL clients report a bare TCP
+        close as a truncation attack); wait at most a second for the client's."""
+        if isinstance(self.sock, ssl.SSLSocket):
+            try:
+                self.sock.settimeout(1.0)
+                self.sock.unwrap()
+            except (OSError, ValueError):
                 pass
 
     def _last_words(self, reply: Reply) -> None:
@@ -506,10 +517,12 @@ class Session:
                 self.send(UNKNOWN_MECHANISM)
             return
         provided = self._provided_mechanisms()
-        backend = sasl.CredentialsBackend() if provided is not None else self._credentials()
+        backend = (sasl.CredentialsBackend() if provided is not None else self._credentials()
+                   or sasl.CredentialsBackend())  # GSSAPI alone needs no backend
         options = sasl.SASLOptions(
             backend=sasl.ThreadedBackend(backend, run_blocking),
-            hostname=self.ctx.hostname, realm=auth.realm, verify_token=self._verify_token)
+            hostname=self.ctx.hostname, realm=auth.realm, verify_token=self._verify_token,
+            gssapi_keytab=str(auth.gssapi_keytab))
         mechanism = provided[name](options) if provided is not None else sasl.create(name, options)
         self.auth = sasl.AuthExchange(mechanism)
         self._auth_step(name, lambda: self.auth.start(ev.initial_response))
@@ -562,10 +575,14 @@ class Session:
         names = auth.mechanisms if self.ctx.tls is not None else auth.plaintext_mechanisms
         if names and self._provided_mechanisms() is not None:
             return [n for n in names if n in self._provided]
+        # GSSAPI checks tickets against the keytab, not a credentials backend
+        gssapi = ["GSSAPI"] if ("GSSAPI" in names and auth.gssapi_keytab
+                                and "GSSAPI" in sasl.MECHANISMS) else []
         if not names or self._credentials() is None:
-            return []
+            return gssapi
         oauth = self.host.implements("verify_oauth_token")
-        return [n for n in names if oauth or n not in ("XOAUTH2", "OAUTHBEARER")]
+        return [n for n in names if n != "GSSAPI" or gssapi
+                if oauth or n not in ("XOAUTH2", "OAUTHBEARER")]
 
     def _credentials(self) -> sasl.CredentialsBackend | None:
         """The ``auth_backend`` hook's answer, asked once per session."""

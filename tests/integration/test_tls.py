@@ -7,6 +7,7 @@ import signal
 import smtplib
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
@@ -252,3 +253,27 @@ def wait_for(predicate, timeout: float = 10) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_openssl_s_client_starttls_and_implicit(make_appliance, certs):
+    """OpenSSL's own client: STARTTLS on the MTA port, TLS from the first byte on
+    465, the certificate verified against the test CA; TLS 1.1 refused."""
+    app = make_appliance(listeners=LISTENERS)
+
+    def s_client(port: int, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername",
+             "localhost", "-CAfile", str(certs[2]), "-verify_return_error", "-brief",
+             "-ign_eof", *extra],
+            input=b"EHLO openssl.example\r\nQUIT\r\n", capture_output=True, timeout=30)
+
+    for port, extra in ((app.ports["mta"], ("-starttls", "smtp")), (app.ports["smtps"], ())):
+        done = s_client(port, *extra)
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out
+        assert b"Verification: OK" in out and b"Protocol version: TLSv1.3" in out
+        assert b"250-PIPELINING" in done.stdout and b"221 2.0.0" in done.stdout
+    old = s_client(app.ports["smtps"], "-tls1_1")
+    assert old.returncode != 0 and b"221" not in old.stdout
+    with smtplib.SMTP_SSL("localhost", app.ports["smtps"], context=client_context(certs)) as c:
+        assert c.noop()[0] == 250
