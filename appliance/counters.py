@@ -20,14 +20,18 @@ the local backend the store is never unavailable.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
-__all__ = ["SLICES", "Counters", "Fail", "StoreUnavailable"]
+__all__ = ["SLICES", "Counters", "Fail", "Hit", "StoreUnavailable"]
 
 #: How many slices a sliding window is counted in.
 SLICES = 20
 
 Fail = Literal["open", "closed"]
+
+#: One request of :meth:`Counters.hit_many`: ``(key, interval, amount)``.
+Hit = tuple[str, float, int]
 
 
 class StoreUnavailable(Exception):
@@ -43,6 +47,12 @@ class Counters(Protocol):
     def hit(self, key: str, interval: float, amount: int = 1, fail: Fail = "open") -> int:
         """Add ``amount`` events for ``key`` and return how many happened in the
         last ``interval`` seconds, these included."""
+        ...
+
+    def hit_many(self, hits: Sequence[Hit], fail: Fail = "open") -> list[int]:
+        """Several :meth:`hit` calls in one round trip to the store (the limits of
+        one SMTP command): returns their counts in order. ``fail`` applies to all:
+        with Redis down they all count locally, or the call raises and none counts."""
         ...
 
     def count(self, key: str, interval: float, fail: Fail = "open") -> int:

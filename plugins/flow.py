@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -24,7 +23,7 @@ from appliance.context import TraceEntry
 from appliance.counters import StoreUnavailable
 
 from .flow_clients import Network, client_group, in_networks, parse_networks
-from .flow_settings import ConnectionsPerIp, FlowSettings, RateLimit
+from .flow_settings import FlowSettings, RateLimit
 
 log = logging.getLogger("smtp_appliance.flow")
 
@@ -116,15 +115,15 @@ class FlowControl:
 
     def _connection_limits(self, session: Any, s: FlowSettings, st: FlowState) -> Verdict | None:
         where, group = session.listener, st.group
-        return (
-            self._rate(session, None, "connect", "new_connections", s.new_connections,
-                       f"flow:new:{where}", "all", Verdict.abort,
-                       "Too many new connections to this service")
-            or self._rate(session, None, "connect", "connections_per_ip", s.connections_per_ip,
-                          f"flow:conn:{where}:{group}", group, Verdict.abort,
-                          f"Too many connections from {group}")
-            or self._concurrent(session, s, st)
-        )
+        limits = []
+        if s.new_connections.limit:
+            limits.append(("new_connections", s.new_connections, f"flow:new:{where}", "all",
+                           Verdict.abort, "Too many new connections to this service"))
+        if s.connections_per_ip.limit:
+            limits.append(("connections_per_ip", s.connections_per_ip,
+                           f"flow:conn:{where}:{group}", group, Verdict.abort,
+                           f"Too many connections from {group}"))
+        return self._rates(session, None, "connect", limits) or self._concurrent(session, s, st)
 
     def _concurrent(self, session: Any, s: FlowSettings, st: FlowState) -> Verdict | None:
         cfg = s.concurrent_connections_per_ip
@@ -206,23 +205,24 @@ class FlowControl:
     def _per_sender(self, session: Any, tx: Any, event: str, st: FlowState, what: str,
                     per_ip: RateLimit, per_user: RateLimit, per_domain: RateLimit,
                     ) -> Verdict | None:
-        """Messages (at MAIL) or recipients (at RCPT) per client, user, sender domain."""
+        """Messages (at MAIL) or recipients (at RCPT) per client, user, sender domain:
+        counted in one round trip to the store (``hit_many``)."""
         where = session.listener
-        verdict = self._rate(session, tx, event, f"{what}_per_ip", per_ip,
-                             f"flow:{what}:ip:{where}:{st.group}", st.group,
-                             Verdict.tmpreject, f"Too many {what} from {st.group}")
+        limits = []
+        if per_ip.limit:
+            limits.append((f"{what}_per_ip", per_ip, f"flow:{what}:ip:{where}:{st.group}",
+                           st.group, Verdict.tmpreject, f"Too many {what} from {st.group}"))
         user = session.auth_user
-        if verdict is None and user:
-            verdict = self._rate(session, tx, event, f"{what}_per_user", per_user,
-                                 f"flow:{what}:user:{where}:{user.lower()}", user,
-                                 Verdict.tmpreject, f"Too many {what} from user {user}")
-        domain = tx.mail_from_domain.lower()
-        if verdict is None and domain:
-            verdict = self._rate(session, tx, event, f"{what}_per_sender_domain", per_domain,
-                                 f"flow:{what}:domain:{where}:{domain}", domain,
-                                 Verdict.tmpreject,
-                                 f"Too many {what} from sender domain {domain}")
-        return verdict
+        if user and per_user.limit:
+            limits.append((f"{what}_per_user", per_user,
+                           f"flow:{what}:user:{where}:{user.lower()}", user,
+                           Verdict.tmpreject, f"Too many {what} from user {user}"))
+        domain = tx.mail_from_domain.lower() if per_domain.limit else ""
+        if domain:
+            limits.append((f"{what}_per_sender_domain", per_domain,
+                           f"flow:{what}:domain:{where}:{domain}", domain, Verdict.tmpreject,
+                           f"Too many {what} from sender domain {domain}"))
+        return self._rates(session, tx, event, limits)
 
     def _session_checks(self, session: Any, tx: Any, event: str) -> Verdict | None:
         """Before a command is answered: auto-ban, bad recipients (E3), the tarpit.
@@ -291,21 +291,39 @@ class FlowControl:
 
     # --- counting and refusing ------------------------------------------------------------
 
-    def _rate(self, session: Any, tx: Any, event: str, name: str,
-              cfg: RateLimit | ConnectionsPerIp, key: str, subject: str,
-              refuse: Callable[[str], Verdict], what: str) -> Verdict | None:
-        """One event more under ``key``; over ``cfg.limit`` in ``cfg.interval``: refuse."""
-        if not cfg.limit:
+    def _rates(self, session: Any, tx: Any, event: str, limits: list[tuple]) -> Verdict | None:
+        """One event more for each limit ``(name, cfg, key, subject, refuse, what)``,
+        counted together in one store call (one per ``on_store_failure`` setting);
+        the first limit over ``cfg.limit`` in ``cfg.interval`` refuses. Every limit
+        counts the event, also when an earlier one refuses it."""
+        if not limits:
             return None
-        try:
-            count = self.counters.hit(key, float(cfg.interval), fail=cfg.on_store_failure)
-        except StoreUnavailable:
-            return _store_down(cfg.on_store_failure, cfg.mode)
-        if count <= cfg.limit:
-            return None
-        text = f"{what} (limit {cfg.limit} per {format_duration(cfg.interval)}), try again later"
-        return self._over(session, tx, event, name, cfg.mode, refuse(text), subject,
-                          interval=float(cfg.interval), detail={"count": count})
+        counts: list[int | None] = [None] * len(limits)
+        for fail in {cfg.on_store_failure for _n, cfg, *_ in limits}:
+            picked = [i for i, limit in enumerate(limits) if limit[1].on_store_failure == fail]
+            try:
+                found = self.counters.hit_many(
+                    [(limits[i][2], float(limits[i][1].interval), 1) for i in picked],
+                    fail=fail)
+            except StoreUnavailable:
+                continue  # these stay None: answered below, in order
+            for i, n in zip(picked, found, strict=True):
+                counts[i] = n
+        for (name, cfg, _key, subject, refuse, what), count in zip(limits, counts, strict=True):
+            if count is None:
+                verdict = _store_down(cfg.on_store_failure, cfg.mode)
+                if verdict is not None:
+                    return verdict
+                continue
+            if count <= cfg.limit:
+                continue
+            text = (f"{what} (limit {cfg.limit} per {format_duration(cfg.interval)}),"
+                    " try again later")
+            verdict = self._over(session, tx, event, name, cfg.mode, refuse(text), subject,
+                                 interval=float(cfg.interval), detail={"count": count})
+            if verdict is not None:
+                return verdict
+        return None
 
     def _over(self, session: Any, tx: Any, event: str, name: str, mode: str, verdict: Verdict,
               subject: str, interval: float = 60.0, detail: dict | None = None,

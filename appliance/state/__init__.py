@@ -43,6 +43,9 @@ class LocalCounters:
     def hit(self, key: str, interval: float, amount: int = 1, fail: str = "open") -> int:
         return self.target.hit(key, interval, amount)
 
+    def hit_many(self, hits: list, fail: str = "open") -> list[int]:
+        return self.target.hit_many(hits)
+
     def count(self, key: str, interval: float, fail: str = "open") -> int:
         return self.target.count(key, interval)
 

@@ -127,6 +127,11 @@ class RedisCounters:
         return self._call(fail, lambda: self._slide(key, interval, int(amount)),
                           lambda f: f.hit(key, interval, amount))
 
+    def hit_many(self, hits: list, fail: str = "open") -> list[int]:
+        hits = [(key, float(interval), int(amount)) for key, interval, amount in hits]
+        return self._call(fail, lambda: self._slide_many(hits),
+                          lambda f: f.hit_many(hits))
+
     def count(self, key: str, interval: float, fail: str = "open") -> int:
         return self._call(fail, lambda: self._slide(key, interval, 0),
                           lambda f: f.count(key, interval))
@@ -135,6 +140,17 @@ class RedisCounters:
         width = max(1, round(float(interval) * 1000 / SLICES))
         return int(self._hit(keys=[self._window(key, interval)],
                              args=[width, SLICES, amount]))
+
+    def _slide_many(self, hits: list) -> list[int]:
+        """One pipeline (one round trip) of the window script, one call per hit."""
+        if not hits:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for key, interval, amount in hits:
+            width = max(1, round(interval * 1000 / SLICES))
+            self._hit(keys=[self._window(key, interval)], args=[width, SLICES, amount],
+                      client=pipe)
+        return [int(n) for n in pipe.execute()]
 
     def enter(self, key: str, fail: str = "open") -> int:
         def in_redis() -> int:

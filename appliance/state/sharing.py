@@ -9,7 +9,9 @@ lands on. When a worker exits, its gauges (its open sessions) are dropped.
 
 Each request and response is a 4-byte big-endian length and a JSON array:
 ``[seq, "hit", key, interval, amount]`` -> ``[seq, "ok", result]`` or
-``[seq, "error", text]``; responses come back in order. The supervisor answers from
+``[seq, "error", text]``; responses come back in order. ``hit_many`` carries the
+limits of one SMTP command in one frame: ``[seq, "hit_many", [[key, interval,
+amount], ...]]`` -> ``[seq, "ok", [count, ...]]``. The supervisor answers from
 memory without yielding, so a round trip costs two small socket writes.
 """
 
@@ -30,8 +32,8 @@ __all__ = ["BAN_OPERATIONS", "TableClient", "TableService"]
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 64 * 1024 * 1024
 #: The operations a client may ask for, with the owner-aware ones marked.
-_OPERATIONS = {"hit", "count", "enter", "leave", "ban", "banned", "bans", "unban",
-               "resize"}
+_OPERATIONS = {"hit", "hit_many", "count", "enter", "leave", "ban", "banned", "bans",
+               "unban", "resize"}
 _OWNED = {"enter", "leave"}
 #: What the admin's command may do through the control socket.
 BAN_OPERATIONS = frozenset({"banned", "bans", "unban"})
@@ -189,6 +191,9 @@ class TableClient:
 
     def hit(self, key: str, interval: float, amount: int = 1, fail: str = "open") -> int:
         return self._call("hit", key, float(interval), int(amount))
+
+    def hit_many(self, hits: list, fail: str = "open") -> list[int]:
+        return self._call("hit_many", [[str(k), float(i), int(a)] for k, i, a in hits])
 
     def count(self, key: str, interval: float, fail: str = "open") -> int:
         return self._call("count", key, float(interval))

@@ -76,6 +76,9 @@ class LocalTable:
         self._windows[wkey] = window
         return window.add(now, amount)
 
+    def hit_many(self, hits: list, fail: str = "open") -> list[int]:
+        return [self.hit(key, interval, amount) for key, interval, amount in hits]
+
     def count(self, key: str, interval: float, fail: str = "open") -> int:
         window = self._windows.get((key, float(interval)))
         return window.add(self.clock(), 0) if window else 0

@@ -106,6 +106,29 @@ def test_a_limit_is_reached_exactly_and_resets_after_the_interval(counters):
     assert allowed()
 
 
+def test_hit_many_counts_like_hit_in_one_call(counters):
+    counters.hit("ip:192.0.2.20", 60)
+    hits = [("ip:192.0.2.20", 60, 1), ("domain:example.org", 60, 2), ("ip:192.0.2.20", 3600, 1)]
+    assert counters.hit_many(hits) == [2, 2, 1]
+    assert counters.hit_many(hits) == [3, 4, 2]
+    # the same key twice in one call counts twice, in order
+    assert counters.hit_many([("dup", 60, 1), ("dup", 60, 1)]) == [1, 2]
+    assert counters.count("ip:192.0.2.20", 60) == 3
+    assert counters.count("domain:example.org", 60) == 4
+    assert counters.hit("domain:example.org", 60) == 5
+    assert counters.hit_many([]) == []
+
+
+def test_hit_many_reaches_a_limit_exactly_and_resets_after_the_interval(counters):
+    limit = 3
+    hits = [("rcpt-ip:198.51.100.8", BRIEF, 1), ("rcpt-domain:example.net", 60, 1)]
+    results = [counters.hit_many(hits) for _ in range(limit + 1)]
+    assert [ip <= limit for ip, _ in results] == [True] * limit + [False]
+    assert [d for _, d in results] == [1, 2, 3, 4]
+    assert eventually(lambda: counters.count("rcpt-ip:198.51.100.8", BRIEF) == 0)
+    assert counters.hit_many(hits) == [1, 5]
+
+
 # --- gauges ----------------------------------------------------------------------------
 
 

@@ -72,6 +72,22 @@ def test_outage_fails_open_or_closed_logs_once_and_recovers(
     assert len(events(caplog, "state_store_back")) == 1
 
 
+def test_hit_many_fails_open_or_closed_as_a_whole(store, private_redis_server, caplog):
+    caplog.set_level(logging.INFO, logger="smtp_appliance")
+    hits = [("ip:192.0.2.2", 60, 1), ("domain:example.org", 60, 1)]
+    assert store.hit_many(hits) == [1, 1]
+    private_redis_server.stop()
+    assert store.hit_many(hits, fail="open") == [1, 1]  # in the local table now
+    assert store.hit_many(hits, fail="open") == [2, 2]
+    with pytest.raises(StoreUnavailable):
+        store.hit_many(hits, fail="closed")
+    assert store.fallback.count("ip:192.0.2.2", 60) == 2  # the refused call counted nothing
+    assert len(events(caplog, "state_store_down")) == 1
+    private_redis_server.start()
+    until_back(store)
+    assert store.hit_many(hits, fail="closed") == [1, 1]  # Redis again (restarted empty)
+
+
 def test_a_gauge_entered_during_an_outage_is_left_where_it_was_entered(
         store, private_redis_server):
     assert store.enter("g") == 1

@@ -100,3 +100,70 @@ def test_plugin_monitor_mode_takes_no_side_effects(make_plugin):
     core_set(ctx, "bad_recipients", 5)
     plugin.on_disconnect(ctx)
     assert plugin.counters.bans() == {}
+
+
+class CountingStore:
+    """The real in-process counters, with a tally of the calls the plugin makes
+    (each would be a round trip to the supervisor or to Redis)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.calls: list[str] = []
+
+    def __getattr__(self, name):
+        method = getattr(self.store, name)
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            return method(*args, **kwargs)
+        return call
+
+
+def test_the_limits_of_one_command_cost_one_store_call(make_plugin):
+    plugin = make_plugin("""
+        [flow.messages_per_ip]
+        limit = 2
+        [flow.messages_per_user]
+        limit = 100
+        [flow.messages_per_sender_domain]
+        limit = 100
+        [flow.recipients_per_ip]
+        limit = 100
+        [flow.recipients_per_sender_domain]
+        limit = 100
+    """)
+    store = plugin.counters = CountingStore(plugin.counters)
+    alice = session(user="alice")
+    plugin.on_connect(alice)
+    store.calls.clear()
+    assert plugin.on_mail_from(alice, mail()) is None
+    assert store.calls == ["hit_many"]  # per IP, per user and per domain together
+    assert plugin.on_rcpt_to(alice, mail()) is None
+    assert store.calls == ["hit_many"] * 2  # recipients_per_user is off: not counted
+    assert plugin.on_mail_from(alice, mail()) is None
+    refused = plugin.on_mail_from(alice, mail())  # the 3rd message from this IP
+    assert refused.reply_parts() == (451, "4.7.1", "Too many messages from 192.0.2.7"
+                                                    " (limit 2 per 1m), try again later")
+    # the refused message was counted for the user and the domain too
+    assert store.store.count("flow:messages:user:mta:alice", 60) == 3
+    assert store.store.count("flow:messages:domain:mta:example.org", 60) == 3
+    # the server keeps serving others
+    other = session("198.51.100.3")
+    plugin.on_connect(other)
+    assert plugin.on_mail_from(other, mail()) is None
+
+
+def test_no_store_call_when_every_limit_is_off(make_plugin):
+    plugin = make_plugin("""
+        [flow.connections_per_ip]
+        limit = 0
+        [flow.concurrent_connections_per_ip]
+        limit = 0
+    """)
+    store = plugin.counters = CountingStore(plugin.counters)
+    s = session()
+    assert plugin.on_connect(s) is None
+    assert plugin.on_mail_from(s, mail()) is None
+    assert plugin.on_rcpt_to(s, mail()) is None
+    plugin.on_disconnect(s)
+    assert store.calls == []
