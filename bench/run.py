@@ -283,6 +283,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra config file for the appliance (copied after the bench's own)",
     )
     p.add_argument(
+        "--access-entries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="give the appliance an [access] deny_file of N random entries (loopback left out)",
+    )
+    p.add_argument(
         "--appliance-bin",
         type=Path,
         default=REPO / ".venv" / "bin" / "smtp-appliance",
@@ -331,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.appliance_bin,
                 workers=args.workers,
                 max_sessions=max(10000, 2 * idle_max),
-                extra_config=args.appliance_config,
+                extra_config=[*args.appliance_config,
+                              *access_list_config(workdir, args.access_entries)],
             )
         )
     if args.only in (None, "postfix"):
@@ -437,6 +445,37 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print("FAILED: see the log lines above and the JSON file", file=sys.stderr)
     return 1 if failed else 0
+
+
+def access_list_config(workdir: Path, count: int) -> list[Path]:
+    """An extra TOML whose [access] deny_file holds ``count`` random entries, none of
+    them touching 127.0.0.0/8 (the benchmark's client); [] when ``count`` is 0."""
+    if not count:
+        return []
+    import ipaddress
+    import random
+
+    from access_lookup import random_entries
+
+    loopback = ipaddress.ip_network("127.0.0.0/8")
+
+    def touches_loopback(entry: str) -> bool:
+        if ":" in entry:
+            return False
+        if "-" in entry:
+            start, end = (ipaddress.ip_address(a) for a in entry.split("-"))
+            return start <= loopback[-1] and end >= loopback[0]
+        return ipaddress.ip_network(entry, strict=False).overlaps(loopback)
+
+    rng = random.Random(25)
+    entries: list[str] = []
+    while len(entries) < count:
+        entries += [e for e in random_entries(count, rng) if not touches_loopback(e)]
+    deny = workdir / "deny-list.txt"
+    deny.write_text("\n".join(entries[:count]) + "\n")
+    config = workdir / "access-list.toml"
+    config.write_text(f'[access]\ndeny_file = "{deny}"\n')
+    return [config]
 
 
 def _git_describe() -> str | None:
