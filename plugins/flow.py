@@ -178,29 +178,25 @@ class FlowControl:
 
     @hookimpl
     def on_mail_from(self, session: Any, transaction: Any) -> Verdict | None:
-        verdict = self._session_checks(session, transaction, "mail_from")
-        if verdict is not None:
-            return verdict
-        st = self._state(session)
-        if st.exempt:
-            return None
-        s = self._settings(session)
-        return self._per_sender(session, transaction, "mail_from", st, "messages",
-                                s.messages_per_ip, s.messages_per_user,
-                                s.messages_per_sender_domain)
+        return self._sender_rates(session, transaction, "mail_from", "messages")
 
     @hookimpl
     def on_rcpt_to(self, session: Any, transaction: Any) -> Verdict | None:
-        verdict = self._session_checks(session, transaction, "rcpt_to")
+        return self._sender_rates(session, transaction, "rcpt_to", "recipients")
+
+    def _sender_rates(self, session: Any, tx: Any, event: str, what: str) -> Verdict | None:
+        """The session checks, then ``what`` ("messages" or "recipients") per
+        client, user and sender domain."""
+        verdict = self._session_checks(session, tx, event)
         if verdict is not None:
             return verdict
         st = self._state(session)
         if st.exempt:
             return None
         s = self._settings(session)
-        return self._per_sender(session, transaction, "rcpt_to", st, "recipients",
-                                s.recipients_per_ip, s.recipients_per_user,
-                                s.recipients_per_sender_domain)
+        return self._per_sender(session, tx, event, st, what, getattr(s, f"{what}_per_ip"),
+                                getattr(s, f"{what}_per_user"),
+                                getattr(s, f"{what}_per_sender_domain"))
 
     def _per_sender(self, session: Any, tx: Any, event: str, st: FlowState, what: str,
                     per_ip: RateLimit, per_user: RateLimit, per_domain: RateLimit,
