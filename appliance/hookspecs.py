@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .counters import Counters
     from .headers import Headers
     from .message import Message
-    from .pluginhost import PluginHost
+    from .pluginhost import OtherPlugins
     from .sasl import CredentialsBackend, MechanismFactory
     from .spool import Spool
     from .verdict import Verdict
@@ -214,7 +214,7 @@ def queue_message(
 
 @hookspec
 def on_configure(
-    config: AppConfig, spool: Spool, counters: Counters, hooks: PluginHost
+    config: AppConfig, spool: Spool, counters: Counters, hooks: OtherPlugins
 ) -> None:
     """A configuration took effect (at start and after each reload), before any
     session uses it. Every plugin is called; use it to open files or pools.

@@ -16,7 +16,7 @@ from attrs import define
 from ..config import AppConfig, Listener, load_config
 from ..context import SessionContext, Transaction
 from ..message import Message
-from ..pluginhost import Discovered, PluginHost, TimeBudgetExceeded, loader_inputs
+from ..pluginhost import Discovered, OtherPlugins, PluginHost, TimeBudgetExceeded, loader_inputs
 from ..spool import Spool
 from ..state import StateKeeper
 
@@ -108,5 +108,5 @@ def build_runtime(config_dir: str | Path, found: dict[str, Discovered],
                             run_with_timeout=_run_with_timeout)
     counters = (state or StateKeeper()).counters_for(config.server.state)
     host.notify("on_configure", config=config, spool=spool, counters=counters,
-                hooks=host)
+                hooks=OtherPlugins(host))
     return Runtime(config, host, spool, hostname, listeners, counters)
