@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers import free_port
+
 USER, PASSWORD = "alice", "correct horse battery staple"
 
 CONF = """\
@@ -49,12 +51,6 @@ service auth {{
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def find_dovecot() -> str | None:
     return shutil.which("dovecot") or (
         "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
@@ -68,7 +64,7 @@ class Dovecot:
         # unprivileged "dovecot" user and must reach the passwd file.
         self.root = Path(tempfile.mkdtemp(prefix="dovecot-test-", dir="/tmp"))
         self.root.chmod(0o755)
-        self.port = _free_port()
+        self.port = free_port()
         self.unix_socket = self.root / "run" / "auth-client"
         self.conf = self.root / "dovecot.conf"
         self.conf.write_text(CONF.format(root=self.root, port=self.port))

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers import free_port, stop_process
+
 REALM = "TEST.EXAMPLE"
 USER, PASSWORD = "alice", "correct-horse-battery-staple"
 HOSTNAME = "mx.test.example"  # the integration fixture's [server] hostname
@@ -64,18 +66,12 @@ def find_tool(name: str) -> str | None:
         (f"{d}/{name}" for d in ("/usr/sbin", "/usr/bin") if Path(f"{d}/{name}").exists()), None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class KDC:
     """One krb5kdc process (``-n``: foreground) and its realm's files."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="kdc-test-", dir="/tmp"))
-        self.port = _free_port()
+        self.port = free_port()
         self.krb5_conf = self.root / "krb5.conf"
         self.kdc_conf = self.root / "kdc.conf"
         self.keytab = self.root / "smtp.keytab"
@@ -130,13 +126,7 @@ class KDC:
         self._run("kinit", f"{USER}@{REALM}", stdin=PASSWORD + "\n")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

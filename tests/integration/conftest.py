@@ -15,14 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def read_reply(sock: socket.socket, timeout: float = 10) -> bytes:
