@@ -277,3 +277,41 @@ def test_openssl_s_client_starttls_and_implicit(make_appliance, certs):
     assert old.returncode != 0 and b"221" not in old.stdout
     with smtplib.SMTP_SSL("localhost", app.ports["smtps"], context=client_context(certs)) as c:
         assert c.noop()[0] == 250
+
+
+def test_cipher_list_and_dh_params(make_appliance, certs, tmp_path):
+    """[tls] ciphers limits TLS 1.2 ciphers; dh_params makes DHE ones possible
+    (with an RSA certificate: DHE has no ECDSA ciphers)."""
+    import trustme
+
+    ca = trustme.CA(key_type=trustme.KeyType.RSA)
+    ca_path = tmp_path / "rsa-ca.pem"
+    ca.cert_pem.write_to_path(ca_path)
+    leaf = ca.issue_cert("localhost", key_type=trustme.KeyType.RSA)
+    cert, key = tmp_path / "rsa.pem", tmp_path / "rsa.key"
+    leaf.private_key_and_cert_chain_pem.write_to_path(cert)
+    leaf.private_key_pem.write_to_path(key)
+    dh = tmp_path / "dh.pem"
+    subprocess.run(["openssl", "dhparam", "-dsaparam", "-out", str(dh), "2048"],
+                   check=True, capture_output=True, timeout=120)
+    app = make_appliance(f"""
+        [tls]
+        certificate = "{cert}"
+        key = "{key}"
+        ciphers = "DHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384"
+        dh_params = "{dh}"
+        """, listeners=LISTENERS)
+
+    def tls12(cipher: str) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(ca_path))
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(cipher)
+        return ctx
+
+    for cipher in ("DHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"):
+        with smtplib.SMTP_SSL("localhost", app.ports["smtps"], context=tls12(cipher)) as c:
+            assert c.sock.cipher()[0] == cipher
+            assert c.noop()[0] == 250
+    with pytest.raises((ssl.SSLError, OSError)):  # not in the server's list
+        smtplib.SMTP_SSL("localhost", app.ports["smtps"],
+                         context=tls12("ECDHE-RSA-AES128-GCM-SHA256"), timeout=10)
