@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def open_store(config: Any) -> Any:
     """The configured store, without any fallback: failures raise StoreUnavailable."""
     from .state import control_path, open_counters
-    from .state.sharing import TableClient
+    from .state.control import ControlClient
 
     settings = config.server.state
     if settings.backend == "redis":
@@ -45,7 +45,7 @@ def open_store(config: Any) -> Any:
             f'the bans of [server.state] backend = "local" live in the running server, '
             f"which answers on {path}; it cannot be reached ({exc.strerror or exc}): "
             f"is the server running with this configuration?") from None
-    return TableClient(sock, settings.max_keys, fallback=False)
+    return ControlClient(sock)
 
 
 def run(args: argparse.Namespace, load: Callable[[], Any]) -> int:

@@ -3,8 +3,8 @@
 Plugins get a :class:`Counters` as the ``counters`` argument of ``on_configure``.
 Which backend stands behind it is ``[server.state]``'s business, not the plugin's:
 
-- ``local`` (default): one table for the whole appliance, shared by all its worker
-  processes (the supervisor holds it, see ``appliance/state/sharing.py``);
+- ``local`` (default): one table for the whole appliance, in memory shared by all
+  its worker processes (``appliance/state/table.py``);
 - ``redis``: one Redis shared by several appliances behind a load balancer.
 
 Windows are sliding windows counted in :data:`SLICES` slices of ``interval / SLICES``

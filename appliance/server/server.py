@@ -21,6 +21,7 @@ from gevent.server import StreamServer
 
 from .. import logs
 from ..config import ConfigError
+from ..dns import ResolverKeeper
 from ..pluginhost import Discovered
 from ..protocol import Reply
 from ..state import StateKeeper, control_path
@@ -48,7 +49,8 @@ class Server:
         self.config_dir = config_dir
         self.found = found
         self.state = StateKeeper()  # the shared counters, kept across reloads
-        self.runtime: Runtime = build_runtime(config_dir, found, self.state)
+        self.dns = ResolverKeeper()  # the resolver and its cache, likewise
+        self.runtime: Runtime = build_runtime(config_dir, found, self.state, self.dns)
         self.sockets: dict[str, socket.socket] = {}
         self.servers: list[StreamServer] = []
         self.sessions: dict[gevent.Greenlet, Session] = {}
@@ -117,7 +119,7 @@ class Server:
 
     def reload(self) -> None:
         try:
-            new = build_runtime(self.config_dir, self.found, self.state)
+            new = build_runtime(self.config_dir, self.found, self.state, self.dns)
         except (ConfigError, OSError, ValueError) as exc:
             logs.event("reload_refused", level=40, error=str(exc).replace("\n", "; "))
             return
@@ -187,24 +189,20 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
 def _prefork(server: Server, workers: int) -> int:
     server.share = workers
     children: dict[int, int] = {}
+    # The counters table is shared memory: made now, every worker counts in it.
+    server.state.prefork(workers)
 
     def spawn(index: int) -> None:
-        # The supervisor holds the local counters table; each worker asks it
-        # over its own socketpair, so limits hold for all workers together.
-        supervisor_end, worker_end = server.state.channel()
         pid = os.fork()
         if pid == 0:
             gevent.reinit()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             try:
-                supervisor_end.close()
-                server.state.become_worker(worker_end)
+                server.state.become_worker(index)
                 server.serve()
             finally:
                 os._exit(0)
-        worker_end.close()
-        server.state.serve_worker(supervisor_end)
         children[pid] = index
 
     for i in range(workers):
@@ -236,6 +234,7 @@ def _prefork(server: Server, workers: int) -> int:
         index = children.pop(pid, None)
         if index is not None and not stopping.is_set():
             logs.event("worker_died", level=40, pid=pid, status=status)
+            server.state.worker_gone(index)
             spawn(index)
     sys.stdout.flush()
     return 0

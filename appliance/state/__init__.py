@@ -1,10 +1,10 @@
 """The counters store of one process, across configuration generations.
 
-:class:`StateKeeper` belongs to the server object. It keeps the process's local
-counters (a :class:`LocalCounters` whose table is in this process, or, in a worker
-of a multi-worker server, in the supervisor) and hands each configuration
-generation its :class:`~appliance.counters.Counters`: the same object again when
-``[server.state]`` did not change, so counts and Redis connections survive reloads.
+:class:`StateKeeper` belongs to the server object. It keeps the appliance's local
+table (shared memory, so the workers forked later count in it too) and hands each
+configuration generation its :class:`~appliance.counters.Counters`: the same
+object again when ``[server.state]`` did not change, so counts and Redis
+connections survive reloads.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from .. import logs
 from ..config import State
 from ..counters import Counters
-from .sharing import BAN_OPERATIONS, TableClient, TableService
+from .control import ControlService
 from .table import LocalTable
 
 __all__ = ["LocalCounters", "StateKeeper", "control_path", "open_counters"]
@@ -34,10 +34,10 @@ def control_path(spool_directory: str | Path) -> Path:
 
 
 class LocalCounters:
-    """The ``local`` backend as plugins see it: a stable object whose table can
-    move to the supervisor when the server forks its workers."""
+    """The ``local`` backend as plugins see it: a stable object whose table is
+    made anew, with a gauge column per worker, just before the workers are forked."""
 
-    def __init__(self, target: LocalTable | TableClient) -> None:
+    def __init__(self, target: LocalTable) -> None:
         self.target = target
 
     def hit(self, key: str, interval: float, amount: int = 1, fail: str = "open") -> int:
@@ -67,9 +67,6 @@ class LocalCounters:
     def unban(self, key: str) -> bool:
         return self.target.unban(key)
 
-    def resize(self, max_keys: int) -> None:
-        self.target.resize(max_keys)
-
 
 def open_counters(settings: State, local: LocalCounters | None) -> Counters:
     """The store ``settings`` ask for. With Redis, ``local`` is the fail-open
@@ -85,12 +82,8 @@ class StateKeeper:
     """This process's counters; owned by the server object."""
 
     def __init__(self) -> None:
-        self.local = LocalCounters(LocalTable())
+        self.local: LocalCounters | None = None  # made at the first configuration
         self._current: tuple[State, Counters] | None = None
-        self._service: TableService | None = None
-        self._channels: list[socket.socket] = []
-        self._greenlets: list[Any] = []
-        self._owners = 0
         self._control: Any = None
         self._control_path: Path | None = None
 
@@ -99,39 +92,39 @@ class StateKeeper:
         ``[server.state]`` is unchanged)."""
         if self._current is not None and self._current[0] == settings:
             return self._current[1]
-        self.local.resize(settings.max_keys)
+        if self.local is None:
+            self.local = LocalCounters(LocalTable(settings.max_keys))
+        elif settings.max_keys != self.local.target.max_keys:
+            logs.event("state_max_keys_at_restart", level=logging.WARNING,
+                       max_keys=self.local.target.max_keys, configured=settings.max_keys,
+                       note="the local table keeps its size until the server restarts")
         store = open_counters(settings, self.local)
         self._current = (settings, store)
         return store
 
-    # --- process model: the supervisor serves the table to its workers ------------
+    # --- process model: workers forked later share the table ------------------------
 
-    def channel(self) -> tuple[socket.socket, socket.socket]:
-        """A (supervisor end, worker end) pair; call before forking a worker."""
-        return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    def prefork(self, workers: int) -> None:
+        """In the supervisor, before forking: a table with a gauge column per worker
+        (nothing has been counted yet: no session has started)."""
+        assert self.local is not None
+        self.local.target = LocalTable(self.local.target.max_keys, owners=workers)
 
-    def serve_worker(self, supervisor_end: socket.socket) -> None:
-        """In the supervisor, after the fork: answer that worker's requests."""
-        import gevent
+    def become_worker(self, index: int) -> None:
+        """In a freshly forked worker: count the gauges in column ``index``; the
+        supervisor's control socket is not this process's to answer."""
+        if self._control is not None:
+            self._control.close()  # this process's copy; the socket file stays
+            self._control = None
+        self.local.target.owner = index
 
-        if self._service is None:
-            assert isinstance(self.local.target, LocalTable)
-            self._service = TableService(self.local.target)
-        self._owners += 1
-        self._channels.append(supervisor_end)
-        glet = gevent.spawn(self._service.serve, supervisor_end, self._owners)
-        self._greenlets.append(glet)
-        glet.link(lambda g: self._forget(g, supervisor_end))
-
-    def _forget(self, glet: Any, sock: socket.socket) -> None:
-        if glet in self._greenlets:
-            self._greenlets.remove(glet)
-        if sock in self._channels:
-            self._channels.remove(sock)
+    def worker_gone(self, index: int) -> None:
+        """In the supervisor: worker ``index`` exited, its sessions with it."""
+        self.local.target.drop_owner(index)
 
     def open_control(self, path: Path) -> None:
         """Answer the admin's ``bans`` commands on a unix socket (mode 0600) in the
-        process that holds the local table (the supervisor, or the only process)."""
+        process that made the table (the supervisor, or the only process)."""
         from gevent.server import StreamServer
 
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -146,14 +139,7 @@ class StateKeeper:
             logs.event("bans_control_unavailable", level=logging.WARNING, path=str(path),
                        error=str(exc), note="smtp-appliance bans cannot reach this server")
             return
-        assert isinstance(self.local.target, LocalTable)
-        service = TableService(self.local.target, BAN_OPERATIONS)
-
-        def handle(sock: socket.socket, _address: Any) -> None:
-            self._owners += 1
-            service.serve(sock, -self._owners)
-
-        self._control = StreamServer(listener, handle=handle)
+        self._control = StreamServer(listener, handle=ControlService(self.local).serve)
         self._control.start()
         self._control_path = path
 
@@ -163,19 +149,3 @@ class StateKeeper:
             self._control = None
             with contextlib.suppress(OSError):
                 self._control_path.unlink()
-
-    def become_worker(self, worker_end: socket.socket) -> None:
-        """In a freshly forked worker: count in the supervisor's table. The
-        supervisor's channels to the other workers were inherited by the fork:
-        close them here (only this process's copies) so they are not read here."""
-        if self._control is not None:  # the supervisor's; keep its socket file
-            self._control.close()
-            self._control = None
-        if self._service is not None:
-            self._service.closing = True
-        for sock in self._channels:
-            sock.close()
-        for glet in self._greenlets:
-            glet.kill(block=False)
-        self._channels, self._greenlets, self._service = [], [], None
-        self.local.target = TableClient(worker_end, self.local.target.max_keys)

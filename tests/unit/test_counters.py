@@ -1,8 +1,7 @@
 """The counters contract, run unchanged against every backend:
 
-- ``local``: the in-process table;
-- ``shared``: the same table served over a real unix socketpair by the supervisor's
-  service (what a worker of a multi-worker server talks to);
+- ``local``: the table in shared memory (one process here; the tests at the end
+  fork real worker processes that count in it together);
 - ``redis``: a real redis-server (tests/redis_fixture.py).
 
 Expiry is checked by polling with a generous deadline, never by timing.
@@ -10,6 +9,7 @@ Expiry is checked by polling with a generous deadline, never by timing.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -20,8 +20,8 @@ import pytest
 from appliance.config import State
 from appliance.counters import Counters
 from appliance.state import LocalCounters, StateKeeper
-from appliance.state.sharing import TableClient, TableService
-from appliance.state.table import LocalTable
+from appliance.state.control import ControlClient, ControlService
+from appliance.state.table import PROBES, LocalTable
 
 SHORT = 0.3  # seconds: the interval of expiry tests
 BRIEF = 1.0  # seconds: an interval that must not pass between two steps of a test
@@ -36,17 +36,10 @@ def eventually(check, timeout: float = 5.0) -> bool:
     return check()
 
 
-@pytest.fixture(params=["local", "shared", "redis"])
+@pytest.fixture(params=["local", "redis"])
 def counters(request) -> Counters:
     if request.param == "local":
         yield LocalCounters(LocalTable())
-    elif request.param == "shared":
-        service_end, worker_end = gevent.socket.socketpair()
-        table = LocalTable()
-        glet = gevent.spawn(TableService(table).serve, service_end, 1)
-        yield LocalCounters(TableClient(worker_end, 1000))
-        worker_end.close()
-        glet.join(5)
     else:
         server = request.getfixturevalue("redis_server")
         from appliance.state.redis_store import RedisCounters
@@ -186,28 +179,29 @@ def test_bans_expire(counters):
 # --- the local table's own promises ----------------------------------------------------
 
 
-def test_local_table_memory_is_capped_least_recently_used_first():
-    table = LocalTable(max_keys=3)
-    for key in ("a", "b", "c"):
-        table.hit(key, 60)
-    table.hit("a", 60)         # "b" is now the least recently used
-    table.hit("d", 60)
-    assert table.count("b", 60) == 0
-    assert table.count("a", 60) == 2
-    assert table.count("c", 60) == 1
-    assert table.count("d", 60) == 1
-
-
-def test_local_table_drops_expired_windows():
+def test_local_table_memory_is_capped_dropping_the_window_nearest_its_end():
     now = [1000.0]
-    table = LocalTable(clock=lambda: now[0])
-    for i in range(100):
+    table = LocalTable(max_keys=PROBES, clock=lambda: now[0])  # every key probes every slot
+    for i in range(PROBES):
+        table.hit(f"k{i}", 3600)
+        now[0] += 60  # a later slice: a later end
+    table.hit("k0", 3600)          # k0 now ends last; k1 is nearest its end
+    table.hit("new", 3600)
+    assert table.count("k1", 3600) == 0
+    assert table.count("k0", 3600) == 2
+    assert all(table.count(f"k{i}", 3600) == 1 for i in range(2, PROBES))
+    assert table.count("new", 3600) == 1
+
+
+def test_an_expired_window_frees_its_slot():
+    now = [1000.0]
+    table = LocalTable(max_keys=PROBES, clock=lambda: now[0])
+    for i in range(PROBES):
         table.hit(f"k{i}", 10)
     now[0] += 11
-    table.hit("fresh", 10)  # each call drops up to 64 expired windows
-    assert len(table) == 100 - 64 + 1
-    table.hit("fresh", 10)
-    assert len(table) == 1
+    for i in range(PROBES):  # all expired: each new key takes a free slot
+        assert table.hit(f"n{i}", 10) == 1
+    assert table.hit("n0", 10) == 2
 
 
 def test_window_slices_count_an_event_at_least_95_percent_of_the_interval():
@@ -220,26 +214,65 @@ def test_window_slices_count_an_event_at_least_95_percent_of_the_interval():
     assert table.count("k", 10) == 0
 
 
+def _in_worker(table: LocalTable, owner: int, work) -> int:
+    """Fork a real worker process that counts in ``table`` as column ``owner``."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            table.owner = owner
+            work(table)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def test_forked_workers_count_in_one_table_exactly():
+    table = LocalTable(owners=3)
+
+    def work(t: LocalTable) -> None:
+        for _ in range(500):
+            t.hit("k", 60)
+        t.hit_many([("m", 60, 2)] * 50)
+        t.enter("ip")
+        t.ban("ip:192.0.2.7", 60, "auth failures")
+
+    pids = [_in_worker(table, owner, work) for owner in (1, 2)]
+    for pid in pids:
+        assert os.waitpid(pid, 0)[1] == 0
+    assert table.count("k", 60) == 1000  # the lock lost none of the 1000 hits
+    assert table.count("m", 60) == 200
+    assert table.gauge("ip") == 2
+    assert table.bans()["ip:192.0.2.7"][1] == "auth failures"
+
+
 def test_a_dead_workers_gauges_are_dropped():
-    table = LocalTable()
-    table.enter("ip", owner=1)
-    table.enter("ip", owner=1)
-    assert table.enter("ip", owner=2) == 3
+    table = LocalTable(owners=3)
+    pid = _in_worker(table, 1, lambda t: [t.enter("ip"), t.enter("ip")])
+    os.waitpid(pid, 0)
+    table.owner = 2
+    assert table.enter("ip") == 3
     table.drop_owner(1)
-    assert table.enter("ip", owner=2) == 2
-
-
-def test_shared_table_drops_a_workers_gauges_when_its_channel_closes():
-    table = LocalTable()
-    service = TableService(table)
-    service_end, worker_end = gevent.socket.socketpair()
-    glet = gevent.spawn(service.serve, service_end, 7)
-    client = TableClient(worker_end, 1000)
-    assert client.enter("ip") == 1
-    assert client.enter("ip") == 2
-    worker_end.close()  # the worker died
-    glet.join(5)
+    assert table.gauge("ip") == 1
+    table.leave("ip")
     assert table.gauge("ip") == 0
+    table.leave("ip")  # never below zero, and not another worker's count
+    assert table.gauge("ip") == 0
+
+
+def test_the_admins_command_reads_and_lifts_bans_through_the_control_socket():
+    table = LocalTable()
+    table.ban("ip:192.0.2.7", 60, "relay attempts")
+    service_end, command_end = gevent.socket.socketpair()
+    glet = gevent.spawn(ControlService(LocalCounters(table)).serve, service_end)
+    client = ControlClient(command_end)
+    assert client.bans()["ip:192.0.2.7"][1] == "relay attempts"
+    assert client.banned("ip:192.0.2.7") > 59
+    assert client.unban("ip:192.0.2.7") is True
+    assert table.banned("ip:192.0.2.7") == 0.0
+    with pytest.raises(ValueError):
+        client._call("hit", "k", 60)  # the command may not count
+    command_end.close()
+    glet.join(5)
 
 
 def test_keeper_reuses_the_store_while_state_settings_are_unchanged():
@@ -252,34 +285,11 @@ def test_keeper_reuses_the_store_while_state_settings_are_unchanged():
     assert resized.count("k", 60) == 1  # the same local table, counts kept
 
 
-def test_a_caller_killed_while_waiting_leaves_the_channel_in_step():
-    """A session killed by its time budget mid-request must not hand its response
-    to the next caller."""
-    table = LocalTable()
-    service_end, worker_end = gevent.socket.socketpair()
-    client = TableClient(worker_end, 1000)
-    impatient = gevent.spawn(client.hit, "a", 60)   # sent, but nobody answers yet
-    gevent.sleep(0.05)
-    impatient.kill()
-    gevent.spawn(TableService(table).serve, service_end, 1)
-    assert client.count("b", 60) == 0                 # not the "a" window's answer
-    assert client.hit("b", 60) == 1
-    assert client.count("a", 60) == 1                 # the abandoned hit did count
-
-
-def test_a_worker_whose_supervisor_is_gone_counts_on_its_own():
-    service_end, worker_end = gevent.socket.socketpair()
-    client = TableClient(worker_end, 1000)
-    service_end.close()
-    assert client.hit("a", 60) == 1
-    assert client.hit("a", 60) == 2
-
-
 def test_the_admins_command_is_told_when_the_server_is_gone():
     from appliance.counters import StoreUnavailable
 
-    service_end, worker_end = gevent.socket.socketpair()
-    client = TableClient(worker_end, 1000, fallback=False)
+    service_end, command_end = gevent.socket.socketpair()
+    client = ControlClient(command_end)
     service_end.close()
     with pytest.raises(StoreUnavailable):
         client.bans()
