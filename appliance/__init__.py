@@ -27,6 +27,9 @@ _EXPORTS = {
     "run_blocking": "appliance.plugin",
     "Counters": "appliance.counters",
     "StoreUnavailable": "appliance.counters",
+    "AuthResult": "appliance.authresults",
+    "Resolver": "appliance.dns",
+    "DnsTempError": "appliance.dns",
 }
 
 __all__ = sorted(_EXPORTS)

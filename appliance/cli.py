@@ -137,13 +137,16 @@ def _queue(config_dir: str, found, args) -> int:
             print(json.dumps([{"queue_id": m.queue_id, "size": m.size,
                                "received_at": m.envelope.get("received_at"),
                                "mail_from": m.envelope["mail_from"]["address"],
-                               "recipients": [r["address"] for r in m.envelope["recipients"]]}
+                               "recipients": [r["address"] for r in m.envelope["recipients"]],
+                               "quarantine": m.envelope.get("quarantine")}
                               for m in items], indent=1))
             return 0
         for m in items:
             rcpts = ", ".join(f"<{r['address']}>" for r in m.envelope["recipients"])
+            held = (f"  [quarantine: {m.envelope['quarantine']}]"
+                    if m.envelope.get("quarantine") else "")
             print(f"{m.queue_id}  {m.size:>9}  {m.envelope.get('received_at', '')}  "
-                  f"<{m.envelope['mail_from']['address']}> -> {rcpts}")
+                  f"<{m.envelope['mail_from']['address']}> -> {rcpts}{held}")
         print(f"-- {len(items)} message(s)")
         return 0
     try:
@@ -177,6 +180,8 @@ def _show(m) -> None:
     print(f"size:        {m.size}")
     if env.get("delay_until"):
         print(f"delay until: {env['delay_until']}")
+    if env.get("quarantine"):
+        print(f"quarantine:  {env['quarantine']}")
     print("decision trace:")
     if all(e.get("action") == "continue" for e in env.get("trace", [])):
         print("  (no plugin decided anything: accepted by default)")

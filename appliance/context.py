@@ -98,6 +98,8 @@ class SessionContext:
     dnsbl_result: str | None = None
     dnsbl_explanation: str | None = None
     geoip_country: str | None = None
+    #: IsGeoIPBanned: the client's country is banned by [geoip] (geoip plugin).
+    geoip_banned: bool = False
     reverse_name: str | None = None
     #: The client matched an allow list (access plugin); flow limits may exempt it.
     allow_listed: bool = False
@@ -107,6 +109,9 @@ class SessionContext:
     #: Free space for plugins, one key per plugin name by convention.
     stash: dict[str, Any] = field(factory=dict)
     trace: list[TraceEntry] = field(factory=list, **_RO)
+    #: Results about the connection (iprev) for Authentication-Results:
+    #: append ``appliance.authresults.AuthResult``s; reported in every message.
+    auth_results: list[Any] = field(factory=list, **_RO)
 
     @property
     def is_tls(self) -> bool:
@@ -160,6 +165,20 @@ def _split(address: str) -> tuple[str, str]:
     return (local, domain) if at else (address, "")
 
 
+def parse_esmtp_params(params: dict[str, Any] | str | None) -> dict[str, Any]:
+    """ESMTP parameters as a dict: ``"NOTIFY=NEVER RET=HDRS XVERP"`` gives
+    ``{"NOTIFY": "NEVER", "RET": "HDRS", "XVERP": True}`` (keywords upper-cased)."""
+    if params is None:
+        return {}
+    if isinstance(params, dict):
+        return dict(params)
+    result: dict[str, Any] = {}
+    for word in params.split():
+        key, eq, value = word.partition("=")
+        result[key.upper()] = value if eq else True
+    return result
+
+
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 
@@ -197,7 +216,12 @@ class Transaction:
     size: int = field(default=0, **_RO)
     received_at: dt.datetime | None = field(default=None, **_RO)
     delay_until: dt.datetime | None = field(default=None, **_RO)
+    #: Why the message is held in quarantine (a milter or a rule said so), or None.
+    quarantine_reason: str | None = field(default=None, **_RO)
     trace: list[TraceEntry] = field(factory=list, **_RO)
+    #: Results about this message (spf, dkim, dmarc) for Authentication-Results:
+    #: append ``appliance.authresults.AuthResult``s.
+    auth_results: list[Any] = field(factory=list, **_RO)
     _extra_rcpts: list[Recipient] = field(factory=list, alias="_extra_rcpts", **_RO)
     _discard_current: bool = field(default=False, alias="_discard_current", **_RO)
 
@@ -223,21 +247,48 @@ class Transaction:
 
     # --- recipient operations (seeds: addRcpt, discardRcpt) ---------------------
 
-    def add_recipient(self, address: str, folder: str = "INBOX", relay_host: str = "") -> None:
-        """addRcpt: add a recipient besides the one the client gave."""
-        self._extra_rcpts.append(Recipient(address, {}, folder, relay_host))
+    def add_recipient(self, address: str, folder: str = "INBOX", relay_host: str = "",
+                      params: dict[str, Any] | str | None = None) -> Recipient:
+        """addRcpt: add a recipient besides the ones the client gave, with optional
+        ESMTP parameters (a dict, or ``"NOTIFY=NEVER ORCPT=rfc822;a@b"``). During
+        ``on_rcpt_to`` it joins after the current one; at any other time (end of
+        data: a milter's add recipient) it joins the envelope at once."""
+        rcpt = Recipient(address, parse_esmtp_params(params), folder, relay_host)
+        if self.current_rcpt is not None:
+            self._extra_rcpts.append(rcpt)
+        else:
+            self.recipients.append(rcpt)
+        return rcpt
 
     def discard_recipient(self) -> None:
         """discardRcpt: answer 250 to the current RCPT but do not deliver to it."""
         core_set(self, "_discard_current", True)
 
     def remove_recipient(self, address: str) -> bool:
-        """Drop an already accepted recipient (end-of-data filters)."""
-        for i, r in enumerate(self.recipients):
-            if r.address == address:
-                del self.recipients[i]
-                return True
+        """Drop an already accepted recipient (end-of-data filters). The exact
+        address is looked for first, then the same address in other case."""
+        for same in (lambda a: a == address, lambda a: a.lower() == address.lower()):
+            for i, r in enumerate(self.recipients):
+                if same(r.address):
+                    del self.recipients[i]
+                    return True
         return False
+
+    # --- envelope operations of content filters (milters, hooks) -------------------
+
+    def change_sender(self, address: str, params: dict[str, Any] | str | None = None) -> None:
+        """Replace the envelope sender (a milter's change sender). ``params``
+        replaces the MAIL FROM ESMTP parameters (a dict, or ``"BODY=8BITMIME"``);
+        ``None`` keeps the client's."""
+        core_set(self, "mail_from", address)
+        if params is not None:
+            core_set(self, "mail_params", parse_esmtp_params(params))
+
+    def quarantine(self, reason: str) -> None:
+        """Hold the message in quarantine: it is stored with this reason in its
+        envelope (``"quarantine"``; ``smtp-appliance queue list/show`` show it), so
+        the stage that reads the spool holds it for an admin instead of passing it on."""
+        core_set(self, "quarantine_reason", reason or "quarantined")
 
     def delay_delivery(self, value: str | dt.datetime) -> None:
         """delayDelivery: keep the message until this time (absolute or +NhNmNs)."""

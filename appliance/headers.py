@@ -160,3 +160,40 @@ class Headers:
                 self._fields[i] = (n, " " + value)
                 return True
         return False
+
+    # --- positional edits (milters: insert header, change/delete the Nth one) ------
+
+    def insert(self, index: int, name: str, value: str) -> None:
+        """Insert a field at position ``index`` of the whole section (0 = on top);
+        past the end it is appended."""
+        field = (_check_name(name), " " + _check_value(value))
+        self._fields.insert(max(0, min(index, len(self._fields))), field)
+
+    def _nth(self, name: str, n: int) -> int | None:
+        """Position of the ``n``-th (1-based) field named ``name``, or None."""
+        lname = name.lower()
+        seen = 0
+        for i, (fname, _) in enumerate(self._fields):
+            if fname.lower() == lname:
+                seen += 1
+                if seen == n:
+                    return i
+        return None
+
+    def modify_nth(self, name: str, n: int, value: str) -> bool:
+        """Set the value of the ``n``-th (1-based) field named ``name``; False
+        (nothing changed) when there are fewer than ``n`` of them."""
+        _check_value(value)
+        i = self._nth(name, n) if n >= 1 else None
+        if i is None:
+            return False
+        self._fields[i] = (self._fields[i][0], " " + value)
+        return True
+
+    def remove_nth(self, name: str, n: int) -> bool:
+        """Delete the ``n``-th (1-based) field named ``name``; False if absent."""
+        i = self._nth(name, n) if n >= 1 else None
+        if i is None:
+            return False
+        del self._fields[i]
+        return True

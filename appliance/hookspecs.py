@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .config import AppConfig
     from .context import Recipient, RecipientInfo, SessionContext, Transaction
     from .counters import Counters
+    from .dns import Resolver
     from .headers import Headers
     from .message import Message
     from .pluginhost import OtherPlugins
@@ -214,7 +215,7 @@ def queue_message(
 
 @hookspec
 def on_configure(
-    config: AppConfig, spool: Spool, counters: Counters, hooks: OtherPlugins
+    config: AppConfig, spool: Spool, counters: Counters, hooks: OtherPlugins, dns: Resolver
 ) -> None:
     """A configuration took effect (at start and after each reload), before any
     session uses it. Every plugin is called; use it to open files or pools.
@@ -227,4 +228,7 @@ def on_configure(
     :param hooks: asks the other plugins: ``hooks.first("lookup_recipient",
         session=..., transaction=..., address=...)`` returns (first answer or
         ``None``, name of the plugin that gave it); exceptions propagate
+    :param dns: the appliance's resolver (``[dns]``, ``appliance.dns.Resolver``):
+        ``dns.budget(seconds)`` gives lookups under a time budget; failures raise
+        ``appliance.dns.DnsTempError``
     """

@@ -35,7 +35,7 @@ class Body:
     """Body bytes: a memory buffer that spills to a file past the threshold."""
 
     def __init__(self, spill_dir: str) -> None:
-        self._spill_dir = spill_dir
+        self.spill_dir = spill_dir
         self._chunks: list[bytes] = []
         self._mem = 0
         self._file: BinaryIO | None = None
@@ -49,7 +49,7 @@ class Body:
         self._chunks.append(data)
         self._mem += len(data)
         if self._mem > SPILL_THRESHOLD:
-            self._file = tempfile.TemporaryFile(dir=self._spill_dir, prefix="body-")
+            self._file = tempfile.TemporaryFile(dir=self.spill_dir, prefix="body-")
             self._file.write(b"".join(self._chunks))
             self._chunks = []
 
@@ -58,7 +58,12 @@ class Body:
         if self._file is None:
             return io.BytesIO(b"".join(self._chunks))
         self._file.flush()
-        return os.fdopen(os.dup(self._file.fileno()), "rb", closefd=True)
+        try:  # a file description of its own: its own offset, from the start
+            return open(f"/proc/self/fd/{self._file.fileno()}", "rb")  # noqa: SIM115
+        except OSError:
+            reader = os.fdopen(os.dup(self._file.fileno()), "rb", closefd=True)
+            reader.seek(0)
+            return reader
 
     def copy_to(self, out: BinaryIO) -> None:
         """Append the body to ``out`` (kernel-side copy when spilled)."""
@@ -82,6 +87,14 @@ class Body:
             self._file = None
         self._chunks = []
 
+    def take_over(self, other: Body) -> None:
+        """Become ``other`` (a replacement body): whoever owns this Body (the
+        message reader) still closes the right file."""
+        self.close()
+        self._chunks, self._mem, self._file, self.size = (
+            other._chunks, other._mem, other._file, other.size)
+        other._chunks, other._file = [], None
+
 
 class Message:
     """What plugins see at end of data, and what the queue stores."""
@@ -99,6 +112,25 @@ class Message:
     def open_body(self) -> BinaryIO:
         return self.body.open()
 
+    def replace_body(self, source: bytes | str | os.PathLike[str] | BinaryIO) -> None:
+        """Replace the whole body (a milter's replace body): ``source`` is the new
+        body as bytes, a file path, or a binary file read from its current
+        position. Large bodies spill to the spool's staging area like received
+        ones; the spool stores the new body."""
+        body = Body(self.body.spill_dir)
+        try:
+            if isinstance(source, bytes | bytearray | memoryview):
+                body.write(bytes(source))
+            elif isinstance(source, str | os.PathLike):
+                with open(source, "rb") as f:
+                    _copy_into(f, body)
+            else:
+                _copy_into(source, body)
+        except BaseException:
+            body.close()
+            raise
+        self.body.take_over(body)
+
     def write_to(self, out: BinaryIO) -> None:
         out.write(self.headers.to_bytes() + b"\r\n")
         self.body.copy_to(out)
@@ -108,6 +140,11 @@ class Message:
         buf = io.BytesIO()
         self.write_to(buf)
         return buf.getvalue()
+
+
+def _copy_into(src: BinaryIO, body: Body, chunk: int = 65536) -> None:
+    while data := src.read(chunk):
+        body.write(data)
 
 
 class MessageReader:

@@ -209,6 +209,7 @@ def envelope(session: Any, transaction: Any) -> dict[str, Any]:
             "envid": tx.mail_params.get("ENVID"),
         },
         "delay_until": tx.delay_until.isoformat() if tx.delay_until else None,
+        "quarantine": tx.quarantine_reason,
         "checks": {
             "spf": s.spf_result,
             "sender_mx": s.sender_mx_result,

@@ -19,10 +19,15 @@ if [ ${#packages[@]} -eq 0 ]; then
     # dovecot-core: the Dovecot SASL tests start a private dovecot;
     # libsasl2-modules: the Cyrus SASL client mechanisms of the Postfix relay test;
     # krb5-kdc, krb5-admin-server, krb5-user: the GSSAPI tests' private MIT KDC;
-    # libkrb5-dev, gcc: to build python-gssapi (the gssapi extra).
+    # libkrb5-dev, gcc: to build python-gssapi (the gssapi extra);
+    # unbound: the sender checks' tests serve their DNS zones with it;
+    # postgrey: the policy delegation tests' real policy server;
+    # opendkim, clamav-daemon, clamav-milter: the milter tests' real milters
+    # (started by the tests; the test clamd uses a database written at set-up).
     packages=(postfix swaks openssl procps redis-server libnet-ssleay-perl
               libauthen-sasl-perl libdigest-hmac-perl dovecot-core libsasl2-modules
-              krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc)
+              krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc unbound postgrey
+              opendkim clamav-daemon clamav-milter)
 fi
 
 sudo=()

@@ -38,6 +38,7 @@ from .merge import KeyPath, Merged, dotted
 from .schema import (
     AppConfig,
     Auth,
+    Dns,
     Limits,
     Listener,
     Logging,
@@ -60,9 +61,11 @@ SECTIONS: dict[str, type] = {
     "auth": Auth,
     "queue": Queue,
     "logging": Logging,
+    "dns": Dns,
 }
 TOP_LEVEL_KEYS = (
-    "server", "listeners", "tls", "limits", "smtp", "auth", "queue", "logging", "plugins")
+    "server", "listeners", "tls", "limits", "smtp", "auth", "queue", "logging", "dns",
+    "plugins")
 #: Global tables a listener may override key by key.
 LISTENER_OVERRIDES = ("limits", "smtp", "tls", "auth")
 LISTENER_NAME = re.compile(r"[a-z0-9_-]+")

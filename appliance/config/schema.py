@@ -27,6 +27,7 @@ __all__ = [
     "AppConfig",
     "Auth",
     "Check",
+    "Dns",
     "Limits",
     "Listener",
     "Logging",
@@ -126,6 +127,36 @@ class State:
     timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("250ms")
     retry_interval: Annotated[Duration, _POSITIVE_DURATION] = Duration("5s")
     max_keys: Annotated[int, at_least(1000)] = 100_000
+
+
+def _is_nameserver(value: str) -> bool:
+    """ "192.0.2.53", "192.0.2.53:5353", "2001:db8::53" or "[2001:db8::53]:5353"."""
+    host, port = value, "53"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                return False
+            port = rest[1:]
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    return _is_ip(host) and port.isdigit() and 1 <= int(port) <= 65535
+
+
+_NAMESERVERS = Check(
+    lambda values: all(_is_nameserver(v) for v in values),
+    'a list of nameservers such as "192.0.2.53", "192.0.2.53:5353" or "[2001:db8::53]:53"')
+
+
+@frozen(kw_only=True)
+class Dns:
+    """The one DNS resolver of the appliance (sender checks: SPF, DNSBL, MX, PTR).
+    No nameservers: the system's, from /etc/resolv.conf."""
+
+    nameservers: Annotated[list[str], _NAMESERVERS] = field(factory=list)
+    timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("5s")
+    retries: Annotated[int, at_least(0)] = 1
+    cache_size: Annotated[int, at_least(0)] = 10000
 
 
 @frozen(kw_only=True)
@@ -289,6 +320,7 @@ class AppConfig:
     auth: Auth = field(factory=Auth)
     queue: Queue = field(factory=Queue)
     logging: Logging = field(factory=Logging)
+    dns: Dns = field(factory=Dns)
     plugins: dict[str, PluginConfig] = field(factory=dict)
     #: Areas owned by plugins: area name -> the global ``Area`` instance ([access]).
     areas: dict[str, Any] = field(factory=dict)

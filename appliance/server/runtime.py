@@ -15,6 +15,7 @@ from attrs import define
 
 from ..config import AppConfig, Listener, load_config
 from ..context import SessionContext, Transaction
+from ..dns import ResolverKeeper
 from ..message import Message
 from ..pluginhost import Discovered, OtherPlugins, PluginHost, TimeBudgetExceeded, loader_inputs
 from ..spool import Spool
@@ -91,10 +92,12 @@ class Runtime:
 
 
 def build_runtime(config_dir: str | Path, found: dict[str, Discovered],
-                  state: StateKeeper | None = None) -> Runtime:
+                  state: StateKeeper | None = None,
+                  dns: ResolverKeeper | None = None) -> Runtime:
     """Load and validate the config, build TLS contexts, the counters store (from
-    ``state``, the server's keeper, so an unchanged store is reused) and the plugin
-    host. Raises ConfigError (config) or OSError/ssl.SSLError (certificates)."""
+    ``state``, the server's keeper, so an unchanged store is reused), the resolver
+    (from ``dns``, likewise, keeping its cache) and the plugin host. Raises
+    ConfigError (config) or OSError/ssl.SSLError (certificates)."""
     config = load_config(config_dir, **loader_inputs(found))
     hostname = config.server.hostname or socket.getfqdn()
     listeners = {}
@@ -107,6 +110,7 @@ def build_runtime(config_dir: str | Path, found: dict[str, Discovered],
     host = PluginHost.build(found, config.plugins, float(config.server.plugin_timeout),
                             run_with_timeout=_run_with_timeout)
     counters = (state or StateKeeper()).counters_for(config.server.state)
+    resolver = (dns or ResolverKeeper()).resolver_for(config.dns)
     host.notify("on_configure", config=config, spool=spool, counters=counters,
-                hooks=OtherPlugins(host))
+                hooks=OtherPlugins(host), dns=resolver)
     return Runtime(config, host, spool, hostname, listeners, counters)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .. import logs, sasl
+from .. import authresults, logs, sasl
 from ..context import Recipient, SessionContext, TLSInfo, Transaction, core_set
 from ..message import Message, MessageReader, storage_error
 from ..plugin import run_blocking
@@ -410,6 +410,11 @@ class Session:
         if verdict is not None and _refuses(verdict):
             self._finish_data(_reply_of(verdict))
             return
+        authresults.add_fields(message.headers, self.ctx.hostname,
+                               [*self.ctx.auth_results, *tx.auth_results],
+                               {"client_ip": self.ctx.remote_ip, "envelope_from": tx.mail_from,
+                                "helo": self.ctx.helo_name})
+        core_set(tx, "size", message.size)
         discard = self.discard or (verdict is not None and verdict.action is Action.DISCARD)
         if discard or not tx.recipients:
             self.log.event("discarded", queue_id=tx.queue_id)

@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 import pytest
 import tomli
+from appliance_plugins.milter import MilterPlugin
 
 from appliance.config import (
     Auth,
@@ -24,7 +25,8 @@ from .conftest import ConfDir
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "conf.d"
-PLUGINS = {"spool": PluginConfig}
+#: Plugin tables the shipped files carry, with the schemas that validate them.
+PLUGINS = {"spool": PluginConfig, "milter": MilterPlugin.Config}
 #: Areas of the installed plugins ([access], [flow]): the shipped files configure them.
 AREAS = areas(discover())
 
@@ -51,6 +53,11 @@ def test_shipped_files(shipped) -> None:
         "38-relay.toml",
         "40-queue.toml",
         "45-plugins.toml",
+        "46-sender-checks.toml",
+        "47-geoip-dkim.toml",
+        "48-policy.toml",
+        "49-http-hooks.toml",
+        "49-milter.toml",
     ]
 
 

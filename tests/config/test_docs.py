@@ -14,6 +14,7 @@ import pytest
 import tomli
 
 from appliance.config import (
+    Dns,
     Duration,
     Limits,
     Listener,
@@ -38,6 +39,7 @@ TABLES = {
     "[smtp]": Smtp,
     "[queue]": Queue,
     "[logging]": Logging,
+    "[dns]": Dns,
     "[plugins.NAME]": PluginConfig,
 }
 

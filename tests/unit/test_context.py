@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 from attrs.exceptions import FrozenAttributeError
 
-from appliance.context import SessionContext, Transaction, core_set, parse_delay
+from appliance.context import Recipient, SessionContext, Transaction, core_set, parse_delay
 from appliance.verdict import Action, Verdict
 
 
@@ -37,6 +37,7 @@ def test_transaction_views_and_recipient_ops():
         "Joe", "Example.org", 10)
     with pytest.raises(FrozenAttributeError):
         t.mail_from = "x@y"
+    core_set(t, "current_rcpt", Recipient("c@d"))  # during on_rcpt_to
     t.add_recipient("a@b", folder="F")
     assert t._extra_rcpts[0].folder == "F"
     t.discard_recipient()

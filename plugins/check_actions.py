@@ -1,0 +1,59 @@
+"""What a sender check does with each of its results: a small table per result
+(``[plugins.spf.on_fail]``) with the config vocabulary every area uses: ``action``
+(accept | continue | reject | tmpreject | discard | abort) and an optional
+``code``, ``enhanced_code`` and ``text``.
+
+Each result's table has its own defaults (``on_fail`` of spf rejects with 550 5.7.23),
+so an admin who writes only ``text`` keeps the documented action and codes: the
+classes are made by :func:`action_table` with those defaults spelled out.
+
+Texts may use the check's variables: ``#IP#``, ``#Domain#``, ``#Sender#``,
+``#Result#``, ``#Explanation#`` (the domain's SPF explanation, the DNSBL's TXT
+record), ``#Zone#``, ``#Name#`` (the client's reverse name).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import attrs
+
+from appliance import Action, Verdict
+from appliance.config import Check
+
+ActionName = Literal["accept", "continue", "reject", "tmpreject", "discard", "abort"]
+_CODE = Check(lambda v: v == 0 or 200 <= v <= 599, "an SMTP reply code from 200 to 599 (0 = "
+                                                   "the action's default)")
+_ENHANCED = Check(lambda v: v == "" or re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", v) is not None,
+                  'an enhanced status code such as "5.7.1" (RFC 3463)')
+
+
+def action_table(name: str, action: str, code: int = 0, enhanced_code: str = "",
+                 text: str = "") -> type:
+    """A frozen attrs class for one result's table, with these defaults."""
+    return attrs.make_class(name, {
+        "action": attrs.field(type=ActionName, default=action),
+        "code": attrs.field(type=Annotated[int, _CODE], default=code),
+        "enhanced_code": attrs.field(type=Annotated[str, _ENHANCED], default=enhanced_code),
+        "text": attrs.field(type=str, default=text),
+    }, frozen=True, kw_only=True)
+
+
+def expand(text: str, variables: dict[str, str]) -> str:
+    for key, value in variables.items():
+        text = text.replace(f"#{key}#", value)
+    return " ".join(text.split())  # one line: no CR/LF from a DNS TXT record
+
+
+def verdict_of(table: Any, variables: dict[str, str], default_text: str = "") -> Verdict | None:
+    """The verdict a result's table asks for; None for ``continue``."""
+    if table.action == "continue":
+        return None
+    action = Action(table.action)
+    text = expand(table.text or default_text, variables) or None
+    if action in (Action.ACCEPT, Action.DISCARD):
+        return Verdict(action, text=text)
+    defaults = {Action.REJECT: (550, "5.7.1"), Action.TMPREJECT: (451, "4.7.1"),
+                Action.ABORT: (421, "4.7.0")}[action]
+    return Verdict(action, table.code or defaults[0], table.enhanced_code or defaults[1], text)

@@ -1,0 +1,152 @@
+"""DMARC at the end of data (RFC 7489): the From: domain's policy, evaluated with
+the SPF result the spf plugin recorded and the DKIM results of ``plugins/dkim.py``,
+reported in Authentication-Results and applied per ``[dmarc]``: by default
+``p=reject`` is refused with 550 5.7.1 and ``p=quarantine`` held in the quarantine.
+
+The plugin owns the ``[dmarc]`` area (per listener in ``[listeners.NAME.dmarc]``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+
+from attrs import frozen
+
+from appliance import AuthResult, PluginConfig, Verdict, hookimpl
+from appliance.config import Check, Duration
+from appliance.context import TraceEntry
+
+from .dkim import DkimArea, auth_results_of, signatures
+from .dmarc_policy import Outcome, evaluate
+
+log = logging.getLogger("smtp_appliance.dmarc")
+
+Disposition = Literal["reject", "tmpreject", "quarantine", "header", "continue"]
+
+
+def _is_header(text: str) -> bool:
+    name, colon, value = text.partition(":")
+    return bool(colon and name and value.strip()) and all(
+        33 <= ord(c) <= 126 and c != ":" for c in name) and "\n" not in value
+
+
+@frozen(kw_only=True)
+class DmarcArea:
+    """``[dmarc]`` and ``[listeners.NAME.dmarc]``."""
+
+    timeout: Duration = Duration("5s")
+    on_reject: Disposition = "reject"
+    on_quarantine: Disposition = "quarantine"
+    on_temperror: Literal["tmpreject", "continue"] = "continue"
+    reject_text: str = "Rejected by the DMARC policy of #Domain#"
+    quarantine_header: Annotated[str, Check(_is_header, 'a header field such as '
+                                            '"X-Spam-Flag: YES"')] = "X-Spam-Flag: YES"
+    skip_authenticated: bool = True
+    mode: Literal["enforce", "monitor"] = "enforce"
+
+
+class DmarcPlugin:
+    """Built-in plugin ``dmarc``: owns ``[dmarc]``; decides at ``on_message``."""
+
+    area = "dmarc"
+    Area = DmarcArea
+
+    @frozen(kw_only=True)
+    class Config(PluginConfig):
+        enabled: bool = False  # refuses mail: an admin's choice
+        priority: int = 70  # after dkim (60)
+
+    def __init__(self, config: PluginConfig) -> None:
+        self.config = config
+        self.areas: dict[str, tuple[DmarcArea, DkimArea]] = {}
+        self.fallback = (DmarcArea(), DkimArea())
+        self.dns: Any = None
+
+    @hookimpl
+    def on_configure(self, config: Any, dns: Any) -> None:
+        self.dns = dns
+        self.fallback = (config.areas.get(self.area) or DmarcArea(),
+                         config.areas.get("dkim") or DkimArea())
+        self.areas = {name: (lc.areas.get(self.area) or self.fallback[0],
+                             lc.areas.get("dkim") or self.fallback[1])
+                      for name, lc in config.listeners.items()}
+
+    @hookimpl
+    def on_message(self, session: Any, transaction: Any, message: Any) -> Verdict | None:
+        area, dkim_area = self.areas.get(session.listener, self.fallback)
+        if area.skip_authenticated and session.auth_user:
+            return None
+        dkim = [(s.result, s.domain)
+                for s in signatures(session, transaction, message, dkim_area, self.dns)]
+        if self.dns is None:
+            outcome = Outcome("temperror", reason="no resolver")
+        else:
+            outcome = evaluate(message.headers.get_all("From"), _spf(session, transaction),
+                               dkim, self.dns.budget(float(area.timeout)))
+        transaction.auth_results.append(AuthResult(
+            "dmarc", outcome.result, outcome.properties, reason=outcome.reason,
+            comment=f"p={outcome.policy} dis={outcome.disposition}"
+            if outcome.result in ("pass", "fail") else ""))
+        return self._apply(session, transaction, message, area, outcome)
+
+    def _apply(self, session: Any, transaction: Any, message: Any, area: DmarcArea,
+               outcome: Outcome) -> Verdict | None:
+        if outcome.result == "temperror":
+            choice = area.on_temperror
+        elif outcome.result == "fail":
+            choice = {"reject": area.on_reject, "quarantine": area.on_quarantine}.get(
+                outcome.disposition, "continue")
+        else:
+            return None
+        monitor = area.mode == "monitor" or self.config.mode == "monitor"
+        fields = {"session": session.session_id, "queue_id": transaction.queue_id,
+                  "domain": outcome.domain, "result": outcome.result,
+                  "policy": outcome.policy, "disposition": outcome.disposition,
+                  "action": choice}
+        quiet = outcome.result == "fail" and outcome.disposition == "none"  # p=none: reports
+        log.log(logging.DEBUG if quiet else logging.INFO,
+                "dmarc_would_act" if monitor and choice != "continue" else
+                f"dmarc_{outcome.result}", extra={"fields": fields})
+        if choice == "continue":
+            return None
+        verdict = self._verdict(choice, area, outcome)
+        if monitor:
+            # Traced here, not by the host, so that [dmarc] mode works per listener.
+            code, enhanced, text = verdict.reply_parts() if verdict else (None, None, choice)
+            session.trace.append(TraceEntry("message", "dmarc", verdict.action.value
+                                            if verdict else choice, code, enhanced, text,
+                                            "monitor"))
+            if transaction is not None:
+                transaction.trace.append(session.trace[-1])
+            return None
+        if choice == "quarantine":
+            transaction.quarantine(f"DMARC policy {outcome.policy} of {outcome.domain}")
+        elif choice == "header":
+            name, _, value = area.quarantine_header.partition(":")
+            message.headers.add(name.strip(), value.strip())
+        return verdict
+
+    @staticmethod
+    def _verdict(choice: str, area: DmarcArea, outcome: Outcome) -> Verdict | None:
+        if choice == "reject":
+            return Verdict.reject(area.reject_text.replace("#Domain#", outcome.domain),
+                                  550, "5.7.1")
+        if choice == "tmpreject":
+            return Verdict.tmpreject("DMARC policy temporarily unavailable, try again later"
+                                     if outcome.result == "temperror" else
+                                     area.reject_text.replace("#Domain#", outcome.domain),
+                                     451, "4.7.1")
+        return None
+
+
+def _spf(session: Any, transaction: Any) -> tuple[str, str]:
+    """(result, domain) of the SPF check the spf plugin recorded for this message:
+    the MAIL FROM domain, or the HELO name for the null sender."""
+    for r in auth_results_of(transaction, "spf"):
+        identity = r.properties.get("smtp.mailfrom") or r.properties.get("smtp.helo", "")
+        return r.result.lower(), identity.rpartition("@")[2]
+    if session.spf_result:
+        return (str(session.spf_result).lower(),
+                transaction.mail_from_domain or session.helo_name)
+    return "none", ""

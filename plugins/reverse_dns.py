@@ -1,0 +1,127 @@
+"""Reverse DNS of the client (FEATURES S4): has its address a PTR name, and does
+that name resolve back to the address (forward-confirmed, FCrDNS; RFC 8601's
+"iprev")?
+
+Checked once per session at ``stage``. ``session.reverse_name`` is the confirmed
+name (or, not confirmed, the first PTR name; None without one): our Received field
+shows it. The result goes to Authentication-Results as ``iprev``; ``on_none``,
+``on_not_confirmed`` and ``on_error`` say what to answer (by default nothing: the
+check only records).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from attrs import field, frozen
+
+from appliance import Duration, PluginConfig, Verdict, hookimpl
+from appliance.authresults import AuthResult
+from appliance.dns import DnsTempError, Lookup
+
+from .check_actions import action_table, verdict_of
+
+log = logging.getLogger("smtp_appliance.reverse_dns")
+STASH = "reverse-dns"
+MAX_NAMES = 10  # PTR names tried for a forward match (RFC 8601 3: a bounded number)
+
+NoName = action_table("ReverseDnsNone", "continue", 550, "5.7.25",
+                      "Client host [#IP#] has no reverse DNS name")
+NotConfirmed = action_table("ReverseDnsNotConfirmed", "continue", 550, "5.7.25",
+                            "Reverse DNS name #Name# of [#IP#] does not resolve back to it")
+Error = action_table("ReverseDnsError", "continue", 451, "4.7.25",
+                     "Reverse DNS lookup of [#IP#] failed, try again later")
+
+
+@frozen(kw_only=True)
+class ReverseDnsConfig(PluginConfig):
+    """``[plugins.reverse-dns]``"""
+
+    enabled: bool = False
+    priority: int = 40
+    stage: Literal["connect", "mail_from", "rcpt_to"] = "connect"
+    timeout: Duration = Duration("5s")
+    exempt_allow_listed: bool = True
+    on_none: NoName = field(factory=NoName)
+    on_not_confirmed: NotConfirmed = field(factory=NotConfirmed)
+    on_error: Error = field(factory=Error)
+
+
+def fcrdns(lookup: Lookup, ip: str) -> tuple[str, str]:
+    """("pass" | "none" | "fail" | "temperror", the name): pass = a PTR name whose
+    addresses include ``ip``; fail = PTR names, none of them confirmed."""
+    try:
+        names = lookup.ptr(ip)
+    except DnsTempError:
+        return "temperror", ""
+    if not names:
+        return "none", ""
+    v6 = ":" in ip
+    for name in names[:MAX_NAMES]:
+        try:
+            addresses = [r.address for r in lookup.query(name, "AAAA" if v6 else "A")]
+        except DnsTempError:
+            return "temperror", names[0]
+        if any(_same(a, ip) for a in addresses):
+            return "pass", name
+    return "fail", names[0]
+
+
+def _same(a: str, b: str) -> bool:
+    import ipaddress
+
+    return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+
+
+class ReverseDnsPlugin:
+    """The ``reverse-dns`` plugin."""
+
+    Config = ReverseDnsConfig
+
+    def __init__(self, config: ReverseDnsConfig) -> None:
+        self.config = config
+        self.dns: Any = None
+
+    @hookimpl
+    def on_configure(self, dns: Any) -> None:
+        self.dns = dns
+
+    @hookimpl
+    def on_connect(self, session: Any) -> Verdict | None:
+        return self._stage("connect", session)
+
+    @hookimpl
+    def on_mail_from(self, session: Any) -> Verdict | None:
+        return self._stage("mail_from", session)
+
+    @hookimpl
+    def on_rcpt_to(self, session: Any) -> Verdict | None:
+        return self._stage("rcpt_to", session)
+
+    def _stage(self, stage: str, session: Any) -> Verdict | None:
+        if stage != self.config.stage:
+            return None
+        found = session.stash.get(STASH)
+        if found is None:
+            found = session.stash[STASH] = self._check(session)
+        if self.config.exempt_allow_listed and session.allow_listed:
+            return None  # looked up all the same: Received and iprev show the name
+        result, name = found
+        variables = {"IP": session.remote_ip, "Name": name, "Result": result}
+        table = {"none": self.config.on_none, "fail": self.config.on_not_confirmed,
+                 "temperror": self.config.on_error}.get(result)
+        return verdict_of(table, variables) if table is not None else None
+
+    def _check(self, session: Any) -> tuple[str, str]:
+        ip = session.remote_ip
+        result, name = fcrdns(self.dns.budget(float(self.config.timeout)), ip)
+        session.reverse_name = name or None
+        # RFC 8601 2.7.3: iprev's result is pass, fail (none found too) or temperror
+        session.auth_results.append(AuthResult(
+            "iprev", "fail" if result == "none" else result, {"policy.iprev": ip},
+            comment=name or ("no PTR" if result == "none" else "")))
+        if result != "pass":
+            log.info("session %s: reverse DNS of %s: %s %s", session.session_id, ip, result,
+                     name)
+        return result, name

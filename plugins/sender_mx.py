@@ -1,0 +1,94 @@
+"""Sender MX check (FEATURES S3, the seeds' checkSenderMX): can mail be returned to
+the MAIL FROM domain? Pass: it has an MX, or no MX but an address (the implicit
+MX of RFC 5321 5.1); Fail: neither, or a null MX ("MX 0 .", RFC 7505: the domain
+receives no mail); Neutral: the null sender <> (a bounce); Error: DNS did not
+answer. Sets ``session.sender_mx_result`` (the seeds' SenderMXCheckResult).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from attrs import field, frozen
+
+from appliance import Duration, PluginConfig, Verdict, hookimpl
+from appliance.dns import DnsTempError, Lookup
+
+from .check_actions import action_table, verdict_of
+
+log = logging.getLogger("smtp_appliance.sender_mx")
+
+Pass = action_table("SenderMxPass", "continue")
+Fail = action_table("SenderMxFail", "reject", 550, "5.1.8",
+                    "Sender address rejected: #Domain# accepts no mail (#Explanation#)")
+Neutral = action_table("SenderMxNeutral", "continue")
+Error = action_table("SenderMxError", "tmpreject", 451, "4.1.8",
+                     "Sender address rejected: cannot check #Domain# now, try again later")
+
+
+@frozen(kw_only=True)
+class SenderMxConfig(PluginConfig):
+    """``[plugins.sender-mx]``"""
+
+    enabled: bool = False
+    priority: int = 55
+    timeout: Duration = Duration("5s")
+    exempt_authenticated: bool = True
+    exempt_allow_listed: bool = True
+    on_pass: Pass = field(factory=Pass)
+    on_fail: Fail = field(factory=Fail)
+    on_neutral: Neutral = field(factory=Neutral)
+    on_error: Error = field(factory=Error)
+
+
+def sender_mx(lookup: Lookup, domain: str) -> tuple[str, str]:
+    """("Pass" | "Fail" | "Error", why) for a sender domain."""
+    if domain.startswith("[") and domain.endswith("]"):
+        return "Pass", "address literal"
+    try:
+        exchanges = lookup.mx(domain)
+        if exchanges:
+            if all(host == "." for _, host in exchanges):
+                return "Fail", "null MX"
+            return "Pass", "MX " + exchanges[0][1]
+        if lookup.addresses(domain):
+            return "Pass", "no MX, has an address"
+    except DnsTempError as exc:
+        return "Error", str(exc)
+    return "Fail", "no MX and no address"
+
+
+class SenderMxPlugin:
+    """The ``sender-mx`` plugin."""
+
+    Config = SenderMxConfig
+
+    def __init__(self, config: SenderMxConfig) -> None:
+        self.config = config
+        self.dns: Any = None
+
+    @hookimpl
+    def on_configure(self, dns: Any) -> None:
+        self.dns = dns
+
+    @hookimpl
+    def on_mail_from(self, session: Any, transaction: Any) -> Verdict | None:
+        c = self.config
+        if (c.exempt_authenticated and session.auth_user) or (
+                c.exempt_allow_listed and session.allow_listed):
+            return None
+        domain = transaction.mail_from_domain
+        if not transaction.mail_from:
+            result, why = "Neutral", "null sender"
+        else:
+            result, why = sender_mx(self.dns.budget(float(c.timeout)), domain)
+        session.sender_mx_result = result
+        if result in ("Fail", "Error"):
+            log.info("session %s: sender MX of %s: %s (%s)", session.session_id, domain,
+                     result, why)
+        table = {"Pass": c.on_pass, "Fail": c.on_fail, "Neutral": c.on_neutral,
+                 "Error": c.on_error}[result]
+        variables = {"IP": session.remote_ip, "Domain": domain,
+                     "Sender": transaction.mail_from, "Result": result, "Explanation": why}
+        return verdict_of(table, variables)

@@ -1,0 +1,153 @@
+"""SPF (RFC 7208; FEATURES S1, the seeds' checkSPF): is the client allowed to send
+for the MAIL FROM domain, or for its HELO name when the sender is null (<>)?
+
+pyspf evaluates the policy; its DNS lookups go through the appliance's resolver
+(cache, ``[dns]`` nameservers) under this check's ``timeout``. The result sets
+``session.spf_result`` (None, Neutral, Pass, Fail, SoftFail, TempError, PermError),
+is recorded for Authentication-Results and Received-SPF, and its table
+(``[plugins.spf.on_fail]``...) says what to answer: by default Fail is refused with
+550 5.7.23 and the domain's explanation, TempError with 451 4.7.24.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from typing import Any
+
+import spf
+from attrs import field, frozen
+
+from appliance import Duration, PluginConfig, Verdict, hookimpl
+from appliance.authresults import AuthResult
+from appliance.dns import DnsTempError, Lookup
+
+from .check_actions import action_table, verdict_of
+
+log = logging.getLogger("smtp_appliance.spf")
+
+#: pyspf's result -> the seeds' SPFResult
+SEED_NAMES = {"pass": "Pass", "fail": "Fail", "softfail": "SoftFail", "neutral": "Neutral",
+              "none": "None", "temperror": "TempError", "permerror": "PermError"}
+
+Pass = action_table("SpfPass", "continue")
+Fail = action_table("SpfFail", "reject", 550, "5.7.23", "#Explanation#")
+SoftFail = action_table("SpfSoftFail", "continue")
+Neutral = action_table("SpfNeutral", "continue")
+NoPolicy = action_table("SpfNone", "continue")
+TempError = action_table("SpfTempError", "tmpreject", 451, "4.7.24",
+                         "SPF: temporary DNS error for #Domain#, try again later")
+PermError = action_table("SpfPermError", "continue", 550, "5.7.24",
+                         "SPF: the policy of #Domain# is broken: #Explanation#")
+
+
+@frozen(kw_only=True)
+class SpfConfig(PluginConfig):
+    """``[plugins.spf]``"""
+
+    enabled: bool = False
+    priority: int = 50
+    timeout: Duration = Duration("10s")
+    helo_for_null_sender: bool = True
+    exempt_authenticated: bool = True
+    exempt_allow_listed: bool = True
+    on_pass: Pass = field(factory=Pass)
+    on_fail: Fail = field(factory=Fail)
+    on_softfail: SoftFail = field(factory=SoftFail)
+    on_neutral: Neutral = field(factory=Neutral)
+    on_none: NoPolicy = field(factory=NoPolicy)
+    on_temperror: TempError = field(factory=TempError)
+    on_permerror: PermError = field(factory=PermError)
+
+
+# pyspf looks DNS up through its module-level DNSLookup; during a check it uses
+# the Lookup of that check (a context variable: each session greenlet has its own).
+_current: contextvars.ContextVar[Lookup | None] = contextvars.ContextVar("spf_lookup",
+                                                                         default=None)
+_pyspf_lookup = spf.DNSLookup
+
+
+def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) -> list:
+    lookup = _current.get()
+    if lookup is None:
+        return _pyspf_lookup(name, qtype, strict, timeout)
+    try:
+        records = lookup.query(name, qtype)
+    except DnsTempError as exc:
+        raise spf.TempError(f"DNS {exc}") from exc
+    key = (name, qtype)
+    if qtype in ("A", "AAAA"):
+        return [(key, r.address) for r in records]
+    if qtype == "MX":
+        return [(key, (r.preference, r.exchange)) for r in records]
+    if qtype == "PTR":
+        return [(key, r.target.to_text(True)) for r in records]
+    if qtype in ("TXT", "SPF"):
+        return [(key, r.strings) for r in records]
+    return []
+
+
+spf.DNSLookup = _dns_lookup
+
+
+def check(lookup: Lookup, ip: str, sender: str, helo: str, receiver: str,
+          seconds: float) -> tuple[str, str]:
+    """(pyspf result, explanation or error text) for one identity."""
+    token = _current.set(lookup)
+    try:
+        query = spf.query(i=ip, s=sender, h=helo, receiver=receiver, querytime=seconds)
+        result, _code, text = query.check()
+    finally:
+        _current.reset(token)
+    return result, text
+
+
+def _is_domain(name: str) -> bool:
+    """A name SPF can be asked about (RFC 7208 4.3): dotted, not an address literal."""
+    return "." in name.strip(".") and not name.startswith("[") and not name.replace(
+        ".", "").isdigit()
+
+
+class SpfPlugin:
+    """The ``spf`` plugin."""
+
+    Config = SpfConfig
+
+    def __init__(self, config: SpfConfig) -> None:
+        self.config = config
+        self.dns: Any = None
+        self.tables = {result: getattr(config, f"on_{result}") for result in SEED_NAMES}
+
+    @hookimpl
+    def on_configure(self, dns: Any) -> None:
+        self.dns = dns
+
+    @hookimpl
+    def on_mail_from(self, session: Any, transaction: Any) -> Verdict | None:
+        c = self.config
+        if (c.exempt_authenticated and session.auth_user) or (
+                c.exempt_allow_listed and session.allow_listed):
+            return None
+        if transaction.mail_from:
+            sender, domain = transaction.mail_from, transaction.mail_from_domain
+            prop = ("smtp.mailfrom", sender)
+        elif c.helo_for_null_sender and session.helo_name:
+            domain = session.helo_name
+            sender, prop = f"postmaster@{domain}", ("smtp.helo", domain)
+        else:
+            return None
+        if _is_domain(domain):
+            result, text = check(self.dns.budget(float(c.timeout)), session.remote_ip, sender,
+                                 session.helo_name, session.hostname, float(c.timeout))
+        else:  # an address literal, a bare word: there is no policy to ask for
+            result, text = "none", ""
+        session.spf_result = SEED_NAMES.get(result, result)
+        comment = f"{session.hostname}: {text}" if text else ""
+        reason = text if result in ("fail", "temperror", "permerror") else ""
+        transaction.auth_results.append(AuthResult("spf", result, dict([prop]), reason=reason,
+                                                   comment=comment if not reason else ""))
+        if result in ("temperror", "permerror"):
+            log.info("session %s: spf %s for %s: %s", session.session_id, result, domain, text)
+        variables = {"IP": session.remote_ip, "Domain": domain, "Sender": sender,
+                     "Result": session.spf_result, "Explanation": text}
+        return verdict_of(self.tables[result], variables)
