@@ -25,6 +25,8 @@ _EXPORTS = {
     "Headers": "appliance.headers",
     "Message": "appliance.message",
     "run_blocking": "appliance.plugin",
+    "per_listener": "appliance.plugin",
+    "PerListener": "appliance.plugin",
     "Counters": "appliance.counters",
     "StoreUnavailable": "appliance.counters",
     "AuthResult": "appliance.authresults",

@@ -1,4 +1,5 @@
-"""What a plugin author imports: the hook marker and a helper for blocking calls.
+"""What a plugin author imports: the hook marker, helpers for blocking calls and
+each listener's settings of an area the plugin owns.
 
 A plugin is a class (or module) with methods marked ``@hookimpl`` and named
 after hooks in :mod:`appliance.hookspecs`; it is announced to the appliance by
@@ -13,15 +14,50 @@ See docs/plugins.md.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pluggy
+from attrs import define, field
 
 from .hookspecs import NAME
 
 hookimpl = pluggy.HookimplMarker(NAME)
 
 T = TypeVar("T")
+
+
+@define
+class PerListener(Generic[T]):
+    """A plugin's compiled settings by listener name; a hook picks its session's with
+    ``of(session)``. ``fallback`` (the global area's) serves a listener the
+    configuration does not know."""
+
+    fallback: T
+    listeners: dict[str, T] = field(factory=dict)
+
+    def of(self, session: Any) -> T:
+        return self.listeners.get(session.listener, self.fallback)
+
+
+def per_listener(config: Any, area: str, area_class: type,
+                 compile: Callable[[Any], T]) -> PerListener[T]:
+    """``compile`` applied, in ``on_configure``, to the global ``[area]`` and to each
+    listener's effective one. The loader has already merged each listener's table over
+    the global one, so a listener without a table of its own carries the global
+    instance: each distinct instance is compiled once per configuration and shared."""
+    compiled: dict[int, T] = {}
+    global_area = config.areas.get(area) or area_class()
+    areas = [global_area]  # kept referenced: ids stay unique while compiling
+
+    def one(instance: Any) -> T:
+        if id(instance) not in compiled:
+            areas.append(instance)
+            compiled[id(instance)] = compile(instance)
+        return compiled[id(instance)]
+
+    return PerListener(one(global_area), {
+        name: one(listener.areas.get(area) or global_area)
+        for name, listener in config.listeners.items()})
 
 
 def run_blocking(fn: Callable[..., T], *args: Any) -> T:

@@ -215,6 +215,9 @@ def envelope(session: Any, transaction: Any) -> dict[str, Any]:
             "sender_mx": s.sender_mx_result,
             "dnsbl": s.dnsbl_result,
             "geoip_country": s.geoip_country,
+            "geoip_banned": s.geoip_banned,
+            # As in the Authentication-Results field: spf, dkim, dmarc, iprev...
+            "results": [r.render() for r in (*s.auth_results, *tx.auth_results)],
         },
         "trace": [e.as_dict() for e in tx.trace],
     }

@@ -64,7 +64,7 @@ PidFile {self.root}/opendkim.pid
         """The conf.d file that puts this opendkim in front of the spool."""
         path = self.root / "milter.toml"
         path.write_text(f"""\
-[[plugins.milter.milters]]
+[[milter.milters]]
 name = "opendkim"
 socket = "inet:127.0.0.1:{self.port}"
 default_action = "tempfail"

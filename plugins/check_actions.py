@@ -1,5 +1,5 @@
 """What a sender check does with each of its results: a small table per result
-(``[plugins.spf.on_fail]``) with the config vocabulary every area uses: ``action``
+(``[spf.on_fail]``) with the config vocabulary every area uses: ``action``
 (accept | continue | reject | tmpreject | discard | abort) and an optional
 ``code``, ``enhanced_code`` and ``text``.
 

@@ -17,6 +17,7 @@ from attrs import frozen
 
 from appliance import AuthResult, PluginConfig, hookimpl
 from appliance.config import Check, Duration, Size
+from appliance.plugin import PerListener, per_listener
 
 from .dkim_verify import Signature, verify
 
@@ -77,21 +78,17 @@ class DkimPlugin:
 
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
-        self.areas: dict[str, DkimArea] = {}
-        self.fallback = DkimArea()
+        self.areas: PerListener[DkimArea] = PerListener(DkimArea())
         self.dns: Any = None
 
     @hookimpl
     def on_configure(self, config: Any, dns: Any) -> None:
         self.dns = dns
-        self.fallback = config.areas.get(self.area) or DkimArea()
-        self.areas = {name: listener.areas.get(self.area) or self.fallback
-                      for name, listener in config.listeners.items()}
+        self.areas = per_listener(config, self.area, DkimArea, lambda area: area)
 
     @hookimpl
     def on_message(self, session: Any, transaction: Any, message: Any) -> None:
-        signatures(session, transaction, message,
-                   self.areas.get(session.listener, self.fallback), self.dns)
+        signatures(session, transaction, message, self.areas.of(session), self.dns)
 
 
 def auth_results_of(transaction: Any, method: str) -> list[AuthResult]:

@@ -16,6 +16,7 @@ from attrs import frozen
 from appliance import AuthResult, PluginConfig, Verdict, hookimpl
 from appliance.config import Check, Duration
 from appliance.context import TraceEntry
+from appliance.plugin import PerListener, per_listener
 
 from .dkim import DkimArea, auth_results_of, signatures
 from .dmarc_policy import Outcome, evaluate
@@ -59,22 +60,19 @@ class DmarcPlugin:
 
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
-        self.areas: dict[str, tuple[DmarcArea, DkimArea]] = {}
-        self.fallback = (DmarcArea(), DkimArea())
+        self.areas: PerListener[DmarcArea] = PerListener(DmarcArea())
+        self.dkim_areas: PerListener[DkimArea] = PerListener(DkimArea())
         self.dns: Any = None
 
     @hookimpl
     def on_configure(self, config: Any, dns: Any) -> None:
         self.dns = dns
-        self.fallback = (config.areas.get(self.area) or DmarcArea(),
-                         config.areas.get("dkim") or DkimArea())
-        self.areas = {name: (lc.areas.get(self.area) or self.fallback[0],
-                             lc.areas.get("dkim") or self.fallback[1])
-                      for name, lc in config.listeners.items()}
+        self.areas = per_listener(config, self.area, DmarcArea, lambda area: area)
+        self.dkim_areas = per_listener(config, "dkim", DkimArea, lambda area: area)
 
     @hookimpl
     def on_message(self, session: Any, transaction: Any, message: Any) -> Verdict | None:
-        area, dkim_area = self.areas.get(session.listener, self.fallback)
+        area, dkim_area = self.areas.of(session), self.dkim_areas.of(session)
         if area.skip_authenticated and session.auth_user:
             return None
         dkim = [(s.result, s.domain)

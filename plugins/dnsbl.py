@@ -11,6 +11,10 @@ listed), ``session.dnsbl_explanation`` the zone's TXT record, and ``on_listed``
 answers (554 5.7.1 with the TXT by default). All zones are asked at once, under
 one ``timeout``; a zone that does not answer counts as not listing the client
 (``on_error`` says what else to do).
+
+The plugin owns the ``[dnsbl]`` area; a listener may override any key in
+``[listeners.NAME.dnsbl]`` (its own ``zones``, ``stage`` or ``on_listed``).
+``[plugins.dnsbl]`` has only ``enabled`` (false), ``priority`` and ``mode``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from attrs import define, field, frozen
 from appliance import Duration, PluginConfig, Verdict, hookimpl
 from appliance.config import Check
 from appliance.dns import DnsTempError, Lookup, reverse_name
+from appliance.plugin import PerListener, per_listener
 
 from .check_actions import action_table, verdict_of
 
@@ -42,7 +47,7 @@ def _are_codes(values: list[str]) -> bool:
 
 @frozen(kw_only=True)
 class Zone:
-    """One ``[[plugins.dnsbl.zones]]`` entry."""
+    """One ``[[dnsbl.zones]]`` entry."""
 
     zone: Annotated[str, Check(lambda v: "." in v.strip("."), 'a DNS zone such as '
                                                               '"zen.spamhaus.org"')]
@@ -59,11 +64,9 @@ Error = action_table("DnsblError", "continue", 451, "4.7.1",
 
 
 @frozen(kw_only=True)
-class DnsblConfig(PluginConfig):
-    """``[plugins.dnsbl]``"""
+class DnsblArea:
+    """``[dnsbl]`` and ``[listeners.NAME.dnsbl]``."""
 
-    enabled: bool = False
-    priority: int = 30
     stage: Literal["connect", "mail_from", "rcpt_to"] = "connect"
     timeout: Duration = Duration("5s")
     threshold: Annotated[int, Check(lambda v: v >= 1, "an integer of at least 1")] = 1
@@ -85,22 +88,44 @@ class Outcome:
     score: int = 0
 
 
+@frozen
+class Settings:
+    """One listener's ``[dnsbl]``: the zones split by kind, their codes parsed."""
+
+    area: DnsblArea
+    allow: list[Zone]
+    block: list[Zone]
+    codes: dict[str, list]
+
+
+def compile_settings(area: DnsblArea) -> Settings:
+    return Settings(area, [z for z in area.zones if z.kind == "allow"],
+                    [z for z in area.zones if z.kind == "block"],
+                    {z.zone: [ipaddress.ip_network(c, strict=False) for c in z.listed]
+                     for z in area.zones})
+
+
 class DnsblPlugin:
-    """The ``dnsbl`` plugin."""
+    """The ``dnsbl`` plugin: owns ``[dnsbl]``; looks up once per session, answers at
+    its ``stage``."""
 
-    Config = DnsblConfig
+    area = "dnsbl"
+    Area = DnsblArea
 
-    def __init__(self, config: DnsblConfig) -> None:
+    @frozen(kw_only=True)
+    class Config(PluginConfig):
+        enabled: bool = False  # DNS lookups for every client: an admin's choice
+        priority: int = 30
+
+    def __init__(self, config: PluginConfig) -> None:
         self.config = config
         self.dns: Any = None
-        self.allow = [z for z in config.zones if z.kind == "allow"]
-        self.block = [z for z in config.zones if z.kind == "block"]
-        self.codes = {z.zone: [ipaddress.ip_network(c, strict=False) for c in z.listed]
-                      for z in config.zones}
+        self.settings: PerListener[Settings] = PerListener(compile_settings(DnsblArea()))
 
     @hookimpl
-    def on_configure(self, dns: Any) -> None:
+    def on_configure(self, config: Any, dns: Any) -> None:
         self.dns = dns
+        self.settings = per_listener(config, self.area, DnsblArea, compile_settings)
 
     @hookimpl
     def on_connect(self, session: Any) -> Verdict | None:
@@ -115,28 +140,29 @@ class DnsblPlugin:
         return self._stage("rcpt_to", session)
 
     def _stage(self, stage: str, session: Any) -> Verdict | None:
-        if stage != self.config.stage or not self.config.zones:
+        settings = self.settings.of(session)
+        area = settings.area
+        if stage != area.stage or not area.zones:
             return None
         outcome = session.stash.get(STASH)
         if outcome is None:
-            outcome = session.stash[STASH] = self._look_up(session)
+            outcome = session.stash[STASH] = self._look_up(session, settings)
         variables = {"IP": session.remote_ip, "Zone": outcome.zone,
                      "Result": outcome.answer, "Explanation": outcome.text}
         if outcome.listed:
-            default = self.config.default_text
-            variables["Explanation"] = outcome.text or default.replace(
+            variables["Explanation"] = outcome.text or area.default_text.replace(
                 "#Zone#", outcome.zone).replace("#IP#", session.remote_ip)
-            return verdict_of(self.config.on_listed, variables)
+            return verdict_of(area.on_listed, variables)
         if outcome.error:
-            return verdict_of(self.config.on_error, variables)
+            return verdict_of(area.on_error, variables)
         return None
 
-    def _look_up(self, session: Any) -> Outcome:
+    def _look_up(self, session: Any, settings: Settings) -> Outcome:
         ip = session.remote_ip
         outcome = Outcome()
         session.dnsbl_result = ""
-        lookup = self.dns.budget(float(self.config.timeout))
-        for zone, answer, error in _ask_all(lookup, ip, self.allow, self.codes):
+        lookup = self.dns.budget(float(settings.area.timeout))
+        for zone, answer, error in _ask_all(lookup, ip, settings.allow, settings.codes):
             if answer:
                 session.allow_listed = True
                 log.info("session %s: %s is allow-listed by %s (%s)", session.session_id,
@@ -144,12 +170,12 @@ class DnsblPlugin:
                 return outcome
             outcome.error = outcome.error or error
         hits = []
-        for zone, answer, error in _ask_all(lookup, ip, self.block, self.codes):
+        for zone, answer, error in _ask_all(lookup, ip, settings.block, settings.codes):
             outcome.error = outcome.error or error
             if answer:
                 hits.append((zone, answer))
                 outcome.score += zone.weight
-        if hits and outcome.score >= self.config.threshold:
+        if hits and outcome.score >= settings.area.threshold:
             zone, answer = hits[0]
             outcome.listed, outcome.zone, outcome.answer = True, zone.zone, answer
             try:

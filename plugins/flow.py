@@ -21,6 +21,7 @@ from appliance import Verdict, hookimpl
 from appliance.config.units import format_duration
 from appliance.context import TraceEntry
 from appliance.counters import StoreUnavailable
+from appliance.plugin import PerListener, per_listener
 
 from .flow_clients import Network, client_group, in_networks, parse_networks
 from .flow_settings import FlowSettings, RateLimit
@@ -56,9 +57,8 @@ class FlowControl:
     def __init__(self, config: Any) -> None:
         self.monitor_all = config.mode == "monitor"
         self.counters: Any = None
-        self.settings: dict[str, FlowSettings] = {}
-        self.exempt: dict[str, tuple[Network, ...]] = {}
-        self.default = FlowSettings()
+        self.settings: PerListener[FlowSettings] = PerListener(FlowSettings())
+        self.exempt: PerListener[tuple[Network, ...]] = PerListener(())
         self._logged: dict[tuple[str, ...], float] = {}
 
     # --- configuration ------------------------------------------------------------------
@@ -66,19 +66,18 @@ class FlowControl:
     @hookimpl
     def on_configure(self, config: Any, counters: Any) -> None:
         self.counters = counters
-        for name, listener in config.listeners.items():
-            settings = listener.areas.get(self.area, self.default)
-            self.settings[name] = settings
-            self.exempt[name] = parse_networks(settings.exempt_networks)
+        self.settings = per_listener(config, self.area, FlowSettings, lambda s: s)
+        self.exempt = per_listener(config, self.area, FlowSettings,
+                                   lambda s: parse_networks(s.exempt_networks))
 
     def _settings(self, session: Any) -> FlowSettings:
-        return self.settings.get(session.listener, self.default)
+        return self.settings.of(session)
 
     # --- connection -----------------------------------------------------------------------
 
     def _new_state(self, session: Any, s: FlowSettings) -> FlowState:
         st = FlowState(client_group(session.remote_ip, s.ipv4_prefix, s.ipv6_prefix))
-        st.exempt = in_networks(session.remote_ip, self.exempt.get(session.listener, ())) or (
+        st.exempt = in_networks(session.remote_ip, self.exempt.of(session)) or (
             s.exempt_allow_listed and session.allow_listed)
         session.stash[STASH] = st
         return st

@@ -23,6 +23,7 @@ from attrs import Attribute, define, field, frozen
 from appliance import PluginConfig, Verdict, hookimpl
 from appliance.config import Check, FilePath
 from appliance.context import SessionContext, TraceEntry
+from appliance.plugin import PerListener, per_listener
 
 from .geoip_database import (
     FOUND,
@@ -118,13 +119,11 @@ class GeoIPPlugin:
 
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
-        self.policies: dict[str, Policy] = {}
-        self.fallback: Policy | None = None
+        self.policies: PerListener[Policy | None] = PerListener(None)
 
     @hookimpl
     def on_configure(self, config: Any) -> None:
         readers: dict[str, Any] = {}
-        compiled: dict[int, Policy] = {}
 
         def reader(path: str) -> Any:
             if path and path not in readers:
@@ -137,21 +136,15 @@ class GeoIPPlugin:
             return readers.get(path)
 
         def policy(area: GeoIPArea) -> Policy:
-            if id(area) not in compiled:
-                compiled[id(area)] = Policy(
-                    area, reader(area.database),
-                    frozenset(c.upper() for c in area.allowed_countries),
-                    frozenset(c.upper() for c in area.banned_countries))
-            return compiled[id(area)]
+            return Policy(area, reader(area.database),
+                          frozenset(c.upper() for c in area.allowed_countries),
+                          frozenset(c.upper() for c in area.banned_countries))
 
-        global_area = config.areas.get(self.area) or GeoIPArea()
-        self.fallback = policy(global_area)
-        self.policies = {name: policy(listener.areas.get(self.area) or global_area)
-                         for name, listener in config.listeners.items()}
+        self.policies = per_listener(config, self.area, GeoIPArea, policy)
 
     @hookimpl
     def on_connect(self, session: SessionContext) -> Verdict | None:
-        policy = self.policies.get(session.listener, self.fallback)
+        policy = self.policies.of(session)
         if policy is None or not policy.area.database:
             return None  # GeoIP is off unless a database is set
         result, country = policy.lookup(session.remote_ip)

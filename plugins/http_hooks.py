@@ -18,6 +18,7 @@ from attrs import define, field, frozen
 
 from appliance import PluginConfig, Verdict, hookimpl
 from appliance.config import Check, Duration, Size
+from appliance.plugin import PerListener, per_listener
 from appliance.verdict import Action
 
 from .http_hooks_codec import (
@@ -99,8 +100,7 @@ class HttpHooksPlugin:
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
         self.monitor = config.mode == "monitor"
-        self.hooks: dict[str, list[HttpHook]] = {}
-        self.fallback: list[HttpHook] = []
+        self.hooks: PerListener[list[HttpHook]] = PerListener([])
         self.pools = {
             True: urllib3.PoolManager(num_pools=16, maxsize=16, retries=False),
             False: urllib3.PoolManager(num_pools=16, maxsize=16, retries=False,
@@ -109,10 +109,8 @@ class HttpHooksPlugin:
 
     @hookimpl
     def on_configure(self, config: Any) -> None:
-        area = config.areas.get("http_hooks") or HttpHooksArea()
-        self.fallback = list(area.hooks)
-        self.hooks = {name: list((lc.areas.get("http_hooks") or area).hooks)
-                      for name, lc in config.listeners.items()}
+        self.hooks = per_listener(config, "http_hooks", HttpHooksArea,
+                                  lambda area: list(area.hooks))
 
     # --- stages --------------------------------------------------------------------
 
@@ -166,7 +164,7 @@ class HttpHooksPlugin:
 
     def _run(self, stage: str, session: Any, transaction: Any = None, **kw: Any
              ) -> Verdict | None:
-        hooks = [h for h in self.hooks.get(session.listener, self.fallback) if stage in h.stages]
+        hooks = [h for h in self.hooks.of(session) if stage in h.stages]
         for hook in hooks:
             verdict = self._ask(hook, stage, session, transaction, **kw)
             if verdict is not None:

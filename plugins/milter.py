@@ -1,10 +1,11 @@
-"""The built-in ``milter`` plugin: the milters of ``[[plugins.milter.milters]]``,
-asked at every SMTP event in configured order (see docs/plugins.md, "Milters")."""
+"""The built-in ``milter`` plugin: the milters of ``[[milter.milters]]`` (or of the
+listener's own ``[[listeners.NAME.milter.milters]]``), asked at every SMTP event in
+configured order (see docs/plugins.md, "Milters")."""
 
 from __future__ import annotations
 
 import tempfile
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from attrs import field, frozen
 
@@ -12,6 +13,7 @@ from appliance import PluginConfig, hookimpl
 from appliance.config import Check, Duration
 from appliance.milter import STASH_KEY, MilterChain, MilterSpec, chain_of, parse_socket
 from appliance.milter.macros import DEFAULT_MACROS
+from appliance.plugin import PerListener, per_listener
 
 
 def _is_socket(value: str) -> bool:
@@ -33,7 +35,7 @@ _NAME = Check(lambda v: bool(v) and v.replace("-", "").replace("_", "").replace(
 
 @frozen(kw_only=True)
 class MilterSettings:
-    """One ``[[plugins.milter.milters]]`` entry."""
+    """One ``[[milter.milters]]`` (or ``[[listeners.NAME.milter.milters]]``) entry."""
 
     name: Annotated[str, _NAME]
     socket: Annotated[str, Check(_is_socket, "inet:host:port, inet6:[addr]:port or "
@@ -54,30 +56,48 @@ def _unique_names(milters: list[MilterSettings]) -> bool:
     return len(names) == len(set(names))
 
 
+@frozen(kw_only=True)
+class MilterArea:
+    """``[milter]`` and ``[listeners.NAME.milter]``: a listener's own ``milters``
+    list replaces the global one for that listener (arrays are not merged)."""
+
+    milters: Annotated[list[MilterSettings], Check(
+        _unique_names, "milters with different names")] = field(factory=list)
+
+
+def _spec(m: MilterSettings) -> MilterSpec:
+    return MilterSpec(
+        name=m.name, socket=m.socket, connect_timeout=float(m.connect_timeout),
+        command_timeout=float(m.command_timeout),
+        eom_timeout=float(m.end_of_message_timeout), default_action=m.default_action,
+        macros={k: list(v) for k, v in m.macros.items()},
+        macro_values=dict(m.macro_values), on_demand=m.on_demand)
+
+
 class MilterPlugin:
-    """Sends each session's events to the configured milters and applies what they
+    """Sends each session's events to its listener's milters and applies what they
     decide and change. Priority 300: after the access, relay, policy and HTTP
     hook checks, as Postfix runs milters after its smtpd restrictions."""
+
+    area = "milter"
+    Area = MilterArea
 
     @frozen(kw_only=True)
     class Config(PluginConfig):
         priority: int = 300
-        milters: Annotated[list[MilterSettings], Check(
-            _unique_names, "milters with different names")] = field(factory=list)
 
     def __init__(self, config: Config) -> None:
-        self.specs = [MilterSpec(
-            name=m.name, socket=m.socket, connect_timeout=float(m.connect_timeout),
-            command_timeout=float(m.command_timeout),
-            eom_timeout=float(m.end_of_message_timeout), default_action=m.default_action,
-            macros={k: list(v) for k, v in m.macros.items()},
-            macro_values=dict(m.macro_values), on_demand=m.on_demand)
-            for m in config.milters]
+        self.config = config
+        self.specs: PerListener[list[MilterSpec]] = PerListener([])
         self.budget = 27.0
         self.spill_dir = tempfile.gettempdir()
 
     @hookimpl
-    def on_configure(self, config, spool) -> None:
+    def on_configure(self, config: Any, spool: Any) -> None:
+        # Each listener's list, compiled once per configuration: a session looks
+        # its listener's up at connect.
+        self.specs = per_listener(config, "milter", MilterArea,
+                                  lambda area: [_spec(m) for m in area.milters])
         # Stay inside the plugin time budget: a milter that runs past it gets its
         # default action, not the generic 451 of a plugin that overran.
         self.budget = float(config.server.plugin_timeout) * 0.9
@@ -85,9 +105,10 @@ class MilterPlugin:
 
     @hookimpl
     def on_connect(self, session):
-        if not self.specs:
+        specs = self.specs.of(session)
+        if not specs:
             return None
-        chain = MilterChain(self.specs, self.budget, self.spill_dir)
+        chain = MilterChain(specs, self.budget, self.spill_dir)
         session.stash[STASH_KEY] = chain
         return chain.run("connect", session)
 

@@ -18,6 +18,7 @@ from attrs import define, field, frozen
 
 from appliance import PluginConfig, Verdict, hookimpl
 from appliance.config import Check, Duration
+from appliance.plugin import PerListener, per_listener
 from appliance.verdict import Action
 
 from .policy_client import PolicyClient, PolicyUnavailable
@@ -126,17 +127,13 @@ class PolicyPlugin:
     def __init__(self, config: PluginConfig) -> None:
         self.config = config
         self.monitor = config.mode == "monitor"
-        self.servers: dict[str, list[PolicyServer]] = {}
-        self.fallback: list[PolicyServer] = []
+        self.servers: PerListener[list[PolicyServer]] = PerListener([])
         self.clients: dict[tuple, PolicyClient] = {}
 
     @hookimpl
     def on_configure(self, config: Any) -> None:
-        area = config.areas.get("policy") or PolicyArea()
-        self.fallback = list(area.servers)
-        self.servers = {name: list((lc.areas.get("policy") or area).servers)
-                        for name, lc in config.listeners.items()}
-        for servers in [self.fallback, *self.servers.values()]:
+        self.servers = per_listener(config, "policy", PolicyArea, lambda area: list(area.servers))
+        for servers in [self.servers.fallback, *self.servers.listeners.values()]:
             for server in servers:
                 if _client_key(server) not in self.clients:
                     self.clients[_client_key(server)] = PolicyClient(
@@ -204,7 +201,7 @@ class PolicyPlugin:
     # --- asking ----------------------------------------------------------------------
 
     def _servers(self, session: Any, stage: str) -> list[PolicyServer]:
-        return [s for s in self.servers.get(session.listener, self.fallback)
+        return [s for s in self.servers.of(session)
                 if stage in s.stages]
 
     def _state(self, session: Any) -> SessionState:

@@ -7,6 +7,10 @@ name (or, not confirmed, the first PTR name; None without one): our Received fie
 shows it. The result goes to Authentication-Results as ``iprev``; ``on_none``,
 ``on_not_confirmed`` and ``on_error`` say what to answer (by default nothing: the
 check only records).
+
+The plugin (named ``reverse-dns``) owns the ``[reverse_dns]`` area; a listener may
+override any key in ``[listeners.NAME.reverse_dns]``. ``[plugins.reverse-dns]`` has
+only ``enabled`` (false), ``priority`` and ``mode``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from attrs import field, frozen
 from appliance import Duration, PluginConfig, Verdict, hookimpl
 from appliance.authresults import AuthResult
 from appliance.dns import DnsTempError, Lookup
+from appliance.plugin import PerListener, per_listener
 
 from .check_actions import action_table, verdict_of
 
@@ -35,11 +40,9 @@ Error = action_table("ReverseDnsError", "continue", 451, "4.7.25",
 
 
 @frozen(kw_only=True)
-class ReverseDnsConfig(PluginConfig):
-    """``[plugins.reverse-dns]``"""
+class ReverseDnsArea:
+    """``[reverse_dns]`` and ``[listeners.NAME.reverse_dns]``."""
 
-    enabled: bool = False
-    priority: int = 40
     stage: Literal["connect", "mail_from", "rcpt_to"] = "connect"
     timeout: Duration = Duration("5s")
     exempt_allow_listed: bool = True
@@ -74,18 +77,40 @@ def _same(a: str, b: str) -> bool:
     return ipaddress.ip_address(a) == ipaddress.ip_address(b)
 
 
+@frozen
+class Settings:
+    """One listener's ``[reverse_dns]``, with its result tables by FCrDNS result."""
+
+    area: ReverseDnsArea
+    tables: dict[str, Any]
+
+
+def compile_settings(area: ReverseDnsArea) -> Settings:
+    return Settings(area, {"none": area.on_none, "fail": area.on_not_confirmed,
+                           "temperror": area.on_error})
+
+
 class ReverseDnsPlugin:
-    """The ``reverse-dns`` plugin."""
+    """The ``reverse-dns`` plugin: owns ``[reverse_dns]``; checks once per session at
+    its ``stage``."""
 
-    Config = ReverseDnsConfig
+    area = "reverse_dns"
+    Area = ReverseDnsArea
 
-    def __init__(self, config: ReverseDnsConfig) -> None:
+    @frozen(kw_only=True)
+    class Config(PluginConfig):
+        enabled: bool = False  # DNS lookups for every client: an admin's choice
+        priority: int = 40
+
+    def __init__(self, config: PluginConfig) -> None:
         self.config = config
         self.dns: Any = None
+        self.settings: PerListener[Settings] = PerListener(compile_settings(ReverseDnsArea()))
 
     @hookimpl
-    def on_configure(self, dns: Any) -> None:
+    def on_configure(self, config: Any, dns: Any) -> None:
         self.dns = dns
+        self.settings = per_listener(config, self.area, ReverseDnsArea, compile_settings)
 
     @hookimpl
     def on_connect(self, session: Any) -> Verdict | None:
@@ -100,22 +125,23 @@ class ReverseDnsPlugin:
         return self._stage("rcpt_to", session)
 
     def _stage(self, stage: str, session: Any) -> Verdict | None:
-        if stage != self.config.stage:
+        settings = self.settings.of(session)
+        area = settings.area
+        if stage != area.stage:
             return None
         found = session.stash.get(STASH)
         if found is None:
-            found = session.stash[STASH] = self._check(session)
-        if self.config.exempt_allow_listed and session.allow_listed:
+            found = session.stash[STASH] = self._check(session, area)
+        if area.exempt_allow_listed and session.allow_listed:
             return None  # looked up all the same: Received and iprev show the name
         result, name = found
         variables = {"IP": session.remote_ip, "Name": name, "Result": result}
-        table = {"none": self.config.on_none, "fail": self.config.on_not_confirmed,
-                 "temperror": self.config.on_error}.get(result)
+        table = settings.tables.get(result)
         return verdict_of(table, variables) if table is not None else None
 
-    def _check(self, session: Any) -> tuple[str, str]:
+    def _check(self, session: Any, area: ReverseDnsArea) -> tuple[str, str]:
         ip = session.remote_ip
-        result, name = fcrdns(self.dns.budget(float(self.config.timeout)), ip)
+        result, name = fcrdns(self.dns.budget(float(area.timeout)), ip)
         session.reverse_name = name or None
         # RFC 8601 2.7.3: iprev's result is pass, fail (none found too) or temperror
         session.auth_results.append(AuthResult(

@@ -3,6 +3,10 @@ the MAIL FROM domain? Pass: it has an MX, or no MX but an address (the implicit
 MX of RFC 5321 5.1); Fail: neither, or a null MX ("MX 0 .", RFC 7505: the domain
 receives no mail); Neutral: the null sender <> (a bounce); Error: DNS did not
 answer. Sets ``session.sender_mx_result`` (the seeds' SenderMXCheckResult).
+
+The plugin (named ``sender-mx``) owns the ``[sender_mx]`` area; a listener may
+override any key in ``[listeners.NAME.sender_mx]``. ``[plugins.sender-mx]`` has only
+``enabled`` (false), ``priority`` and ``mode``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from attrs import field, frozen
 
 from appliance import Duration, PluginConfig, Verdict, hookimpl
 from appliance.dns import DnsTempError, Lookup
+from appliance.plugin import PerListener, per_listener
 
 from .check_actions import action_table, verdict_of
 
@@ -28,11 +33,9 @@ Error = action_table("SenderMxError", "tmpreject", 451, "4.1.8",
 
 
 @frozen(kw_only=True)
-class SenderMxConfig(PluginConfig):
-    """``[plugins.sender-mx]``"""
+class SenderMxArea:
+    """``[sender_mx]`` and ``[listeners.NAME.sender_mx]``."""
 
-    enabled: bool = False
-    priority: int = 55
     timeout: Duration = Duration("5s")
     exempt_authenticated: bool = True
     exempt_allow_listed: bool = True
@@ -59,22 +62,44 @@ def sender_mx(lookup: Lookup, domain: str) -> tuple[str, str]:
     return "Fail", "no MX and no address"
 
 
+@frozen
+class Settings:
+    """One listener's ``[sender_mx]``, with its result tables by result name."""
+
+    area: SenderMxArea
+    tables: dict[str, Any]
+
+
+def compile_settings(area: SenderMxArea) -> Settings:
+    return Settings(area, {"Pass": area.on_pass, "Fail": area.on_fail,
+                           "Neutral": area.on_neutral, "Error": area.on_error})
+
+
 class SenderMxPlugin:
-    """The ``sender-mx`` plugin."""
+    """The ``sender-mx`` plugin: owns ``[sender_mx]``; checks at ``on_mail_from``."""
 
-    Config = SenderMxConfig
+    area = "sender_mx"
+    Area = SenderMxArea
 
-    def __init__(self, config: SenderMxConfig) -> None:
+    @frozen(kw_only=True)
+    class Config(PluginConfig):
+        enabled: bool = False  # DNS lookups for every sender: an admin's choice
+        priority: int = 55
+
+    def __init__(self, config: PluginConfig) -> None:
         self.config = config
         self.dns: Any = None
+        self.settings: PerListener[Settings] = PerListener(compile_settings(SenderMxArea()))
 
     @hookimpl
-    def on_configure(self, dns: Any) -> None:
+    def on_configure(self, config: Any, dns: Any) -> None:
         self.dns = dns
+        self.settings = per_listener(config, self.area, SenderMxArea, compile_settings)
 
     @hookimpl
     def on_mail_from(self, session: Any, transaction: Any) -> Verdict | None:
-        c = self.config
+        settings = self.settings.of(session)
+        c = settings.area
         if (c.exempt_authenticated and session.auth_user) or (
                 c.exempt_allow_listed and session.allow_listed):
             return None
@@ -87,8 +112,7 @@ class SenderMxPlugin:
         if result in ("Fail", "Error"):
             log.info("session %s: sender MX of %s: %s (%s)", session.session_id, domain,
                      result, why)
-        table = {"Pass": c.on_pass, "Fail": c.on_fail, "Neutral": c.on_neutral,
-                 "Error": c.on_error}[result]
+        table = settings.tables[result]
         variables = {"IP": session.remote_ip, "Domain": domain,
                      "Sender": transaction.mail_from, "Result": result, "Explanation": why}
         return verdict_of(table, variables)

@@ -5,8 +5,12 @@ pyspf evaluates the policy; its DNS lookups go through the appliance's resolver
 (cache, ``[dns]`` nameservers) under this check's ``timeout``. The result sets
 ``session.spf_result`` (None, Neutral, Pass, Fail, SoftFail, TempError, PermError),
 is recorded for Authentication-Results and Received-SPF, and its table
-(``[plugins.spf.on_fail]``...) says what to answer: by default Fail is refused with
+(``[spf.on_fail]``...) says what to answer: by default Fail is refused with
 550 5.7.23 and the domain's explanation, TempError with 451 4.7.24.
+
+The plugin owns the ``[spf]`` area; a listener may override any key in
+``[listeners.NAME.spf]`` (the public port may refuse SoftFail, say).
+``[plugins.spf]`` has only ``enabled`` (false), ``priority`` and ``mode``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from attrs import field, frozen
 from appliance import Duration, PluginConfig, Verdict, hookimpl
 from appliance.authresults import AuthResult
 from appliance.dns import DnsTempError, Lookup
+from appliance.plugin import PerListener, per_listener
 
 from .check_actions import action_table, verdict_of
 
@@ -42,11 +47,9 @@ PermError = action_table("SpfPermError", "continue", 550, "5.7.24",
 
 
 @frozen(kw_only=True)
-class SpfConfig(PluginConfig):
-    """``[plugins.spf]``"""
+class SpfArea:
+    """``[spf]`` and ``[listeners.NAME.spf]``."""
 
-    enabled: bool = False
-    priority: int = 50
     timeout: Duration = Duration("10s")
     helo_for_null_sender: bool = True
     exempt_authenticated: bool = True
@@ -108,23 +111,43 @@ def _is_domain(name: str) -> bool:
         ".", "").isdigit()
 
 
+@frozen
+class Settings:
+    """One listener's ``[spf]``, with its result tables by pyspf's result name."""
+
+    area: SpfArea
+    tables: dict[str, Any]
+
+
+def compile_settings(area: SpfArea) -> Settings:
+    return Settings(area, {result: getattr(area, f"on_{result}") for result in SEED_NAMES})
+
+
 class SpfPlugin:
-    """The ``spf`` plugin."""
+    """The ``spf`` plugin: owns ``[spf]``; checks at ``on_mail_from``."""
 
-    Config = SpfConfig
+    area = "spf"
+    Area = SpfArea
 
-    def __init__(self, config: SpfConfig) -> None:
+    @frozen(kw_only=True)
+    class Config(PluginConfig):
+        enabled: bool = False  # DNS lookups for every sender: an admin's choice
+        priority: int = 50
+
+    def __init__(self, config: PluginConfig) -> None:
         self.config = config
         self.dns: Any = None
-        self.tables = {result: getattr(config, f"on_{result}") for result in SEED_NAMES}
+        self.settings: PerListener[Settings] = PerListener(compile_settings(SpfArea()))
 
     @hookimpl
-    def on_configure(self, dns: Any) -> None:
+    def on_configure(self, config: Any, dns: Any) -> None:
         self.dns = dns
+        self.settings = per_listener(config, self.area, SpfArea, compile_settings)
 
     @hookimpl
     def on_mail_from(self, session: Any, transaction: Any) -> Verdict | None:
-        c = self.config
+        settings = self.settings.of(session)
+        c = settings.area
         if (c.exempt_authenticated and session.auth_user) or (
                 c.exempt_allow_listed and session.allow_listed):
             return None
@@ -150,4 +173,4 @@ class SpfPlugin:
             log.info("session %s: spf %s for %s: %s", session.session_id, result, domain, text)
         variables = {"IP": session.remote_ip, "Domain": domain, "Sender": sender,
                      "Result": session.spf_result, "Explanation": text}
-        return verdict_of(self.tables[result], variables)
+        return verdict_of(settings.tables[result], variables)

@@ -7,7 +7,8 @@ does what the message asks (the test drives it through the envelope and headers)
 - HELO ``reject-helo.test``: reject; MAIL FROM ``reject-mail@…``: reject;
   ``accept-NAME@…``: accept (nothing more is asked for that message);
 - RCPT TO ``tempfail@…``: 451 4.7.1 with its text; ``custom@…``: replycode
-  ``553 5.7.2 custom refusal``; ``discard@…``: discard the message;
+  ``553 5.7.2 custom refusal``; ``discard@…``: discard the message; ``shutdown@…``:
+  ``421 4.3.2`` (the MTA must close the connection, as Postfix does);
 - a body chunk containing ``SKIP-NAME`` (NAME: this milter's ``--name``): SKIP;
   ``CLOSE-NAME``: the milter closes the connection in the middle of the message;
 - headers ``X-Test-Action:`` at end of message: ``reject``, ``tempfail``,
@@ -105,6 +106,9 @@ async def on_rcpt_to(cmd) -> Continue | TempFailWithCode | RejectWithCode | Disc
                               text="custom refusal")
     if cmd.address.startswith("discard@"):
         return DiscardMessage()
+    if cmd.address.startswith("shutdown@"):
+        return TempFailWithCode(primary_code=(4, 2, 1), enhanced_code=(4, 3, 2),
+                                text="milter shutting down")
     return Continue()
 
 

@@ -4,7 +4,9 @@
 - ``client``: one connection to one milter, with its timeouts;
 - ``chain``: the milters of one session in configured order, verdicts, default
   actions, modifications applied through the core's operations;
-- the built-in ``milter`` plugin (plugins/milter.py) drives a chain per session.
+- the built-in ``milter`` plugin (plugins/milter.py) drives a chain per session,
+  made of the milters of the session's listener (``[milter]`` or
+  ``[listeners.NAME.milter]``).
 
 For rules (the seeds' addFilter / executeFilters): ``chain_of(session)`` gives the
 session's :class:`MilterChain`, whose ``add(name)`` and ``execute(pattern, stage,
@@ -23,7 +25,7 @@ STASH_KEY = "milter"
 
 
 def chain_of(session: Any) -> MilterChain | None:
-    """The milters of this session (None when the milter plugin has none)."""
+    """The milters of this session's listener (None when it has none)."""
     return session.stash.get(STASH_KEY)
 
 

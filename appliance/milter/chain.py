@@ -16,7 +16,7 @@ from typing import Any
 
 from attrs import define, frozen
 
-from ..verdict import Verdict
+from ..verdict import Action, Verdict
 from . import codec
 from .apply import apply_modifications, header_value_out
 from .client import MilterClient, MilterFailure, MilterSpec
@@ -313,6 +313,8 @@ class MilterChain:
             return Verdict.discard() if stage == "message" else None
         if d.action == "reject":
             return Verdict.reject(d.text or REJECT_TEXT, d.code or 550, d.enhanced or "5.7.1")
+        if d.code == 421:  # the milter's way to end the session, as Postfix honours it
+            return Verdict(Action.ABORT, 421, d.enhanced or "4.7.0", d.text or TEMPFAIL_TEXT)
         return Verdict.tmpreject(d.text or TEMPFAIL_TEXT, d.code or 451, d.enhanced or "4.7.1")
 
     def _default(self, link: _Link, stage: str) -> Verdict | None:

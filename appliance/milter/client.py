@@ -26,7 +26,7 @@ class MilterFailure(Exception):
 
 @frozen
 class MilterSpec:
-    """One configured milter (``[[plugins.milter.milters]]``), times in seconds."""
+    """One configured milter (``[[milter.milters]]``), times in seconds."""
 
     name: str
     socket: str

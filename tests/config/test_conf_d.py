@@ -8,7 +8,6 @@ from pathlib import Path
 import attrs
 import pytest
 import tomli
-from appliance_plugins.milter import MilterPlugin
 
 from appliance.config import (
     Auth,
@@ -26,7 +25,7 @@ from .conftest import ConfDir
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "conf.d"
 #: Plugin tables the shipped files carry, with the schemas that validate them.
-PLUGINS = {"spool": PluginConfig, "milter": MilterPlugin.Config}
+PLUGINS = {"spool": PluginConfig}
 #: Areas of the installed plugins ([access], [flow]): the shipped files configure them.
 AREAS = areas(discover())
 

@@ -52,9 +52,9 @@ def app(tmp_path_factory, certs, dns_server, key):
         enabled = true
         [plugins.spf]
         enabled = true
-        [plugins.spf.on_fail]
+        [spf.on_fail]
         action = "continue"          # DMARC decides
-        [plugins.spf.on_temperror]
+        [spf.on_temperror]
         action = "continue"
         [dmarc]
         timeout = "2s"
@@ -113,6 +113,9 @@ def test_signed_message_passes_dkim_and_dmarc(app, key):
     assert [(r.result, prop(r, "header.from")) for r in ar["dmarc"]] == [
         ("pass", "reject.dmarc.test")]
     assert env["quarantine"] is None
+    # the envelope keeps the same results for whatever reads the spool next
+    assert [r.split(" ", 1)[0] for r in env["checks"]["results"]] == [
+        "spf=none", "dkim=pass", "dmarc=pass"]
 
 
 def test_body_changed_after_signing_fails_and_p_reject_refuses(app, key):

@@ -23,8 +23,10 @@ MSG = (f"From: a@{DKIM_DOMAIN}\r\nTo: b@example.net\r\nSubject: milter test\r\n"
        "\r\nHello through the milters.\r\n")
 
 
-def milter_table(name: str, sock: str, **keys) -> str:
-    lines = ["[[plugins.milter.milters]]", f'name = "{name}"', f'socket = "{sock}"']
+def milter_table(name: str, sock: str, listener: str = "", **keys) -> str:
+    """One ``[[milter.milters]]`` entry, or ``[[listeners.NAME.milter.milters]]``."""
+    table = f"listeners.{listener}.milter.milters" if listener else "milter.milters"
+    lines = [f"[[{table}]]", f'name = "{name}"', f'socket = "{sock}"']
     for key, value in keys.items():
         lines.append(f"{key} = {json.dumps(value)}")
     return "\n".join(lines) + "\n"
@@ -40,8 +42,10 @@ def stored(app: Appliance) -> list[tuple[dict, bytes]]:
 
 
 def send(app: Appliance, msg: str | bytes = MSG, sender: str = f"a@{DKIM_DOMAIN}",
-         rcpts: tuple[str, ...] = ("b@example.net",), helo: str = "client.test") -> dict:
-    with smtplib.SMTP("127.0.0.1", app.port, local_hostname=helo, timeout=20) as c:
+         rcpts: tuple[str, ...] = ("b@example.net",), helo: str = "client.test",
+         listener: str = "") -> dict:
+    port = app.ports[listener] if listener else app.port
+    with smtplib.SMTP("127.0.0.1", port, local_hostname=helo, timeout=20) as c:
         return c.sendmail(sender, list(rcpts), msg)
 
 
@@ -181,6 +185,19 @@ def test_replies_at_each_stage(scripted):
     assert len(scripted.queued()) == before
 
 
+def test_a_421_from_the_milter_closes_the_connection(scripted):
+    with socket.create_connection(("127.0.0.1", scripted.port), timeout=10) as s:
+        read_reply(s)
+        for line in ("EHLO client.test", "MAIL FROM:<a@test.example>"):
+            s.sendall(line.encode() + b"\r\n")
+            assert read_reply(s).startswith(b"250")
+        s.sendall(b"RCPT TO:<shutdown@test.example>\r\n")
+        assert read_reply(s) == b"421 4.3.2 milter shutting down\r\n"
+        assert s.recv(100) == b""  # closed, as Postfix closes after a milter's 421
+    with socket.create_connection(("127.0.0.1", scripted.port), timeout=10) as s:
+        assert read_reply(s).startswith(b"220")  # the next client is served
+
+
 def test_discard_accept_and_skip(scripted):
     before = len(scripted.queued())
     # discard at RCPT: the client gets 250, nothing is stored
@@ -212,6 +229,48 @@ def test_rules_api_execute_runs_matching_milters(scripted):
     _, data = stored(scripted)[before]
     assert b"X-Filter-Result: - continue" in data
     assert data.count(b"X-Test-Milter: second") == 1  # run by the rule, not again
+
+
+# --- a listener's own milters --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def per_listener(tmp_path_factory, opendkim, scripted_milters):
+    first, second = scripted_milters
+    extra = ("[plugins.test-milter-rules]\nenabled = true\n"
+             + milter_table("first", first.socket)
+             # submission: opendkim signs, "first" is not asked; "second" only by rule
+             + milter_table("opendkim", opendkim.socket, listener="submission")
+             + milter_table("second", second.socket, listener="submission",
+                            on_demand=True))
+    app = Appliance(tmp_path_factory.mktemp("milter-listeners"), extra,
+                    {"mta": {}, "submission": {}}, None).start()
+    yield app
+    app.stop()
+
+
+def test_a_listeners_own_milters_apply_to_that_listener_only(per_listener, opendkim):
+    before = len(per_listener.queued())
+    assert send(per_listener, listener="mta") == {}
+    assert send(per_listener, listener="submission") == {}
+    (_, via_mta), (_, via_submission) = stored(per_listener)[before:]
+    # port 25 keeps [milter]'s list: "first" ran, nothing signed
+    assert b"X-Test-Milter: first" in via_mta and b"DKIM-Signature:" not in via_mta
+    # submission has its own list instead: signed by opendkim, "first" never asked
+    assert via_submission.startswith(b"DKIM-Signature:")
+    assert dkim.verify(via_submission, dnsfunc=lambda name, timeout=5: opendkim.txt_record)
+    assert b"X-Test-Milter" not in via_submission and b"X-First" not in via_submission
+
+
+def test_rules_find_milters_among_the_listeners_own(per_listener):
+    before = len(per_listener.queued())
+    msg = "X-Execute-Milters: second\r\nSubject: rule\r\n\r\nbody\r\n"
+    assert send(per_listener, msg, listener="mta") == {}
+    assert send(per_listener, msg, listener="submission") == {}
+    (_, via_mta), (_, via_submission) = stored(per_listener)[before:]
+    # "second" is submission's: on port 25 the rule runs nothing
+    assert b"X-Filter-Result: - continue" in via_mta
+    assert b"X-Test-Milter: second" not in via_mta
+    assert via_submission.count(b"X-Test-Milter: second") == 1
 
 
 # --- faults: each gives the milter's default action in time, others go on ------------

@@ -19,32 +19,42 @@ from tests.integration.conftest import Appliance, read_reply
 CHECKS = """
 [plugins.spf]
 enabled = true
-timeout = "3s"
-
 [plugins.sender-mx]
 enabled = true
-
 [plugins.reverse-dns]
 enabled = true
-stage = "mail_from"
-[plugins.reverse-dns.on_none]
+[plugins.dnsbl]
+enabled = true
+
+[spf]
+timeout = "3s"
+[spf.on_softfail]
+text = "SPF SoftFail for #Domain#"      # the action stays "continue"
+
+# the listener "strict" refuses SoftFail; every other [spf] key as above
+[listeners.strict.spf.on_softfail]
 action = "reject"
-[plugins.reverse-dns.on_not_confirmed]
+enhanced_code = "5.7.23"
+
+[reverse_dns]
+stage = "mail_from"
+[reverse_dns.on_none]
+action = "reject"
+[reverse_dns.on_not_confirmed]
 action = "tmpreject"
 code = 450
 enhanced_code = "4.7.25"
 
-[plugins.dnsbl]
-enabled = true
+[dnsbl]
 threshold = 2
-[[plugins.dnsbl.zones]]
+[[dnsbl.zones]]
 zone = "dnswl.test"
 kind = "allow"
-[[plugins.dnsbl.zones]]
+[[dnsbl.zones]]
 zone = "dnsbl.test"
 listed = ["127.0.0.2"]
 weight = 2
-[[plugins.dnsbl.zones]]
+[[dnsbl.zones]]
 zone = "dnsbl2.test"
 weight = 1
 """
@@ -53,7 +63,7 @@ weight = 1
 @pytest.fixture(scope="module")
 def app(dns_server, tmp_path_factory):
     server = Appliance(tmp_path_factory.mktemp("checks"), dns_server.toml() + CHECKS,
-                       {"mta": {}, "v6": {"address": "::1"}}, None).start()
+                       {"mta": {}, "v6": {"address": "::1"}, "strict": {}}, None).start()
     yield server
     server.stop()
 
@@ -72,8 +82,8 @@ def talk(s: socket.socket, line: str) -> bytes:
 
 
 def mail_from(app: Appliance, sender: str, source: str = "127.0.0.1",
-              helo: str = "client.test") -> bytes:
-    s, banner = connect(app, source)
+              helo: str = "client.test", listener: str = "mta") -> bytes:
+    s, banner = connect(app, source, listener)
     with s:
         assert banner.startswith(b"220"), banner
         assert talk(s, f"EHLO {helo}").startswith(b"250")
@@ -140,6 +150,21 @@ def test_spf_temperror_within_the_timeout_while_another_session_flows(app):
     thread.join(10)
     assert stalled["reply"].startswith(b"451 4.7.24")
     assert stalled["seconds"] < 2.5
+
+
+def test_listener_override_changes_the_action_for_that_listener_only(app):
+    """[listeners.strict.spf.on_softfail] sets action and enhanced_code; the text comes
+    from [spf.on_softfail], the code is reject's default. Other listeners accept."""
+    assert mail_from(app, "alice@softfail.spf.test", listener="strict") == (
+        b"550 5.7.23 SPF SoftFail for softfail.spf.test\r\n")
+    assert mail_from(app, "alice@softfail.spf.test").startswith(b"250 2.1.0")
+    # the rest of [spf] still applies on "strict": Pass accepted, Fail refused
+    assert mail_from(app, "alice@pass.spf.test", listener="strict").startswith(b"250 2.1.0")
+    assert mail_from(app, "alice@fail.spf.test", listener="strict").startswith(b"550 5.7.23 ")
+    # and the other checks too ([sender_mx], [reverse_dns] are global)
+    assert mail_from(app, "a@null-mx.mx.test", listener="strict").startswith(b"550 5.1.8")
+    assert mail_from(app, "a@has-mx.mx.test", source="127.0.0.4",
+                     listener="strict").startswith(b"550 5.7.25")
 
 
 # --- sender MX --------------------------------------------------------------------------

@@ -1,11 +1,13 @@
-"""The dnsbl plugin on real SessionContext objects and the real test zones (unbound);
-the integration tests (test_sender_checks.py) cover it through the server."""
+"""The dnsbl plugin on real SessionContext and AppConfig objects and the real test
+zones (unbound); the integration tests (test_sender_checks.py) cover it through the
+server."""
 
 from __future__ import annotations
 
 import pytest
-from appliance_plugins.dnsbl import DnsblConfig, DnsblPlugin, Zone
+from appliance_plugins.dnsbl import DnsblArea, DnsblPlugin, Zone
 
+from appliance.config import AppConfig, Listener
 from appliance.context import SessionContext
 from appliance.dns import Resolver
 from appliance.verdict import Action
@@ -17,14 +19,20 @@ def resolver(dns_server):
     return Resolver([dns_server.nameserver], timeout=0.3, retries=0)
 
 
-def session(ip: str) -> SessionContext:
-    return SessionContext(session_id="S1", listener="mta", local_ip="127.0.0.1",
+def session(ip: str, listener: str = "mta") -> SessionContext:
+    return SessionContext(session_id="S1", listener=listener, local_ip="127.0.0.1",
                           local_port=25, remote_ip=ip, remote_port=4000)
 
 
-def plugin(resolver, **keys) -> DnsblPlugin:
-    p = DnsblPlugin(DnsblConfig(enabled=True, **keys))
-    p.on_configure(dns=resolver)
+def plugin(resolver, listeners: dict[str, DnsblArea] | None = None, **keys) -> DnsblPlugin:
+    """The plugin configured with ``[dnsbl]`` = keys, listener "mta" sharing it and
+    the ``listeners`` given with areas of their own."""
+    area = DnsblArea(**keys)
+    configured = {"mta": Listener(port=25, areas={"dnsbl": area})}
+    for name, own in (listeners or {}).items():
+        configured[name] = Listener(port=26, areas={"dnsbl": own})
+    p = DnsblPlugin(DnsblPlugin.Config(enabled=True))
+    p.on_configure(config=AppConfig(listeners=configured, areas={"dnsbl": area}), dns=resolver)
     return p
 
 
@@ -80,3 +88,25 @@ def test_threshold_boundary(resolver):
     assert p.on_connect(one) is None and one.dnsbl_result == ""
     p = plugin(resolver, zones=zones, threshold=3)
     assert p.on_connect(session("127.0.0.2")) is None
+
+
+def test_each_listener_gets_its_own_area(resolver):
+    """A listener with its own [listeners.NAME.dnsbl] answers by it; the others by
+    [dnsbl]; a listener the configuration does not know by [dnsbl] too."""
+    own = DnsblArea(zones=[Zone(zone="dnsbl.test")], stage="rcpt_to")
+    p = plugin(resolver, listeners={"submission": own, "off": DnsblArea()},
+               zones=[Zone(zone="dnsbl.test")])
+    assert p.on_connect(session("127.0.0.2")).reply_parts()[:2] == (554, "5.7.1")
+    assert p.on_connect(session("127.0.0.2", "unknown")).action is Action.REJECT
+    s = session("127.0.0.2", "submission")
+    assert p.on_connect(s) is None and p.on_mail_from(s) is None
+    assert p.on_rcpt_to(s).reply_parts()[:2] == (554, "5.7.1")
+    s = session("127.0.0.2", "off")                  # no zones: no lookups at all
+    assert p.on_connect(s) is None and "dnsbl" not in s.stash
+
+
+def test_settings_are_compiled_once_per_area_instance(resolver):
+    p = plugin(resolver, listeners={"submission": DnsblArea(stage="rcpt_to")},
+               zones=[Zone(zone="dnsbl.test")])
+    assert p.settings.listeners["mta"] is p.settings.fallback
+    assert p.settings.listeners["submission"] is not p.settings.fallback
