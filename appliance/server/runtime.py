@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,30 @@ def _context(tls: Any, certificate: Any, key: Any) -> ssl.SSLContext:
     return ctx
 
 
+#: Each session greenlet's plugin time budget, restarted for every plugin call: a new
+#: gevent.Timeout (a timer and an exception) per call cost a tenth of a worker's CPU.
+_BUDGETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _budget(seconds: float) -> gevent.Timeout:
+    return gevent.Timeout(seconds, TimeBudgetExceeded(f"took longer than {seconds:g}s"))
+
+
 def _run_with_timeout(seconds: float, fn):
-    with gevent.Timeout(seconds, TimeBudgetExceeded(f"took longer than {seconds:g}s")):
+    glet = gevent.getcurrent()
+    budget = _BUDGETS.get(glet)
+    if budget is None or budget.seconds != seconds:
+        budget = _BUDGETS[glet] = _budget(seconds)
+    elif budget.pending:  # a plugin call inside a plugin call: a budget of its own
+        budget = _budget(seconds)
+    budget.start()
+    try:
         return fn()
+    except TimeBudgetExceeded:
+        _BUDGETS.pop(glet, None)  # a fresh exception next time, not this one re-raised
+        raise
+    finally:
+        budget.cancel()
 
 
 @define

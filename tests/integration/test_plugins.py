@@ -127,6 +127,10 @@ def test_plugin_time_budget(make_appliance):
     talk(s, b"EHLO slow.example\r\n")
     assert talk(s, b"MAIL FROM:<a@example.org>\r\n").startswith(b"451 4.3.0")
     assert "TimeBudgetExceeded" in app.log()
+    # the session's budget is restarted for each call: it fires again, and only then
+    assert talk(s, b"MAIL FROM:<a@example.org>\r\n").startswith(b"451 4.3.0")
+    assert talk(s, b"NOOP\r\n").startswith(b"250")
+    assert app.log().count("TimeBudgetExceeded") >= 2
 
 
 def test_slow_plugin_blocks_only_its_own_session(make_appliance):
