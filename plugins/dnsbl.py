@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 from attrs import define, field, frozen
 
 from appliance import Duration, PluginConfig, Verdict, hookimpl
+from appliance.authresults import AuthResult
 from appliance.config import Check
 from appliance.dns import DnsTempError, Lookup, reverse_name
 from appliance.plugin import PerListener, per_listener
@@ -165,6 +166,9 @@ class DnsblPlugin:
         for zone, answer, error in _ask_all(lookup, ip, settings.allow, settings.codes):
             if answer:
                 session.allow_listed = True
+                # RFC 8904's method: the one DNS list result Authentication-Results has
+                session.auth_results.append(AuthResult(
+                    "dnswl", "pass", {"dns.zone": zone.zone, "policy.ip": answer}))
                 log.info("session %s: %s is allow-listed by %s (%s)", session.session_id,
                          ip, zone.zone, answer)
                 return outcome

@@ -214,6 +214,17 @@ def test_weights_threshold_and_return_codes(app):
 def test_allow_list_hit_skips_the_block_lists_and_later_checks(app):
     # 127.0.0.5 is in dnsbl.test too, and has no PTR: allow-listed, neither counts
     assert mail_from(app, "a@has-mx.mx.test", source="127.0.0.5").startswith(b"250")
+    # ...and the message says so in Authentication-Results (RFC 8904's dnswl method)
+    with smtplib.SMTP("127.0.0.1", app.ports["mta"], timeout=10,
+                      source_address=("127.0.0.5", 0)) as client:
+        client.sendmail("a@has-mx.mx.test", ["bob@example.org"], b"Subject: wl\r\n\r\nx\r\n")
+    env = sorted(app.queued(), key=lambda p: p.stat().st_mtime)[-1]
+    field = email.message_from_bytes(env.with_suffix(".msg").read_bytes())[
+        "Authentication-Results"].replace("\r\n", "")
+    parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + field)
+    assert [(r.method, r.result) for r in parsed.results if r.method == "dnswl"] == [
+        ("dnswl", "pass")]
+    assert "dnswl=pass dns.zone=dnswl.test policy.ip=127.0.10.0" in field
 
 
 def test_ipv6_client_is_looked_up_by_nibbles(app):
