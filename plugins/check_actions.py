@@ -1,4 +1,6 @@
-"""What a sender check does with each of its results: a small table per result
+"""What the DNS sender checks (spf, dnsbl, sender-mx, reverse-dns) share: their
+plugin skeleton (:class:`SenderCheck`, :class:`ClientCheck`) and what each does with
+its results: a small table per result
 (``[spf.on_fail]``) with the config vocabulary every area uses: ``action``
 (accept | continue | reject | tmpreject | discard | abort) and an optional
 ``code``, ``enhanced_code`` and ``text``.
@@ -15,12 +17,14 @@ record), ``#Zone#``, ``#Name#`` (the client's reverse name).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import attrs
 
-from appliance import Action, Verdict
+from appliance import Action, Verdict, hookimpl
 from appliance.config import Check
+from appliance.plugin import PerListener, per_listener
 
 ActionName = Literal["accept", "continue", "reject", "tmpreject", "discard", "abort"]
 _CODE = Check(lambda v: v == 0 or 200 <= v <= 599, "an SMTP reply code from 200 to 599 (0 = "
@@ -57,3 +61,51 @@ def verdict_of(table: Any, variables: dict[str, str], default_text: str = "") ->
     defaults = {Action.REJECT: (550, "5.7.1"), Action.TMPREJECT: (451, "4.7.1"),
                 Action.ABORT: (421, "4.7.0")}[action]
     return Verdict(action, table.code or defaults[0], table.enhanced_code or defaults[1], text)
+
+
+@attrs.frozen
+class ResultTables:
+    """One listener's area, with its result tables by the check's result name."""
+
+    area: Any
+    tables: dict[str, Any]
+
+
+class SenderCheck:
+    """What the DNS sender checks share: their area (``area``, ``Area``) compiled
+    for each listener by ``compile``, and the appliance's resolver, both handed over
+    by ``on_configure``."""
+
+    area: str
+    Area: type
+    compile: Callable[[Any], Any]  # a staticmethod in each check
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.dns: Any = None
+        self.settings: PerListener[Any] = PerListener(self.compile(self.Area()))
+
+    @hookimpl
+    def on_configure(self, config: Any, dns: Any) -> None:
+        self.dns = dns
+        self.settings = per_listener(config, self.area, self.Area, self.compile)
+
+
+class ClientCheck(SenderCheck):
+    """A check about the client (the same for the whole session), answered at the
+    area's ``stage``: connect, mail_from or rcpt_to, by ``_stage``."""
+
+    def _stage(self, stage: str, session: Any) -> Verdict | None:
+        raise NotImplementedError
+
+    @hookimpl
+    def on_connect(self, session: Any) -> Verdict | None:
+        return self._stage("connect", session)
+
+    @hookimpl
+    def on_mail_from(self, session: Any) -> Verdict | None:
+        return self._stage("mail_from", session)
+
+    @hookimpl
+    def on_rcpt_to(self, session: Any) -> Verdict | None:
+        return self._stage("rcpt_to", session)

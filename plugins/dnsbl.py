@@ -25,13 +25,12 @@ from typing import Annotated, Any, Literal
 
 from attrs import define, field, frozen
 
-from appliance import Duration, PluginConfig, Verdict, hookimpl
+from appliance import Duration, PluginConfig, Verdict
 from appliance.authresults import AuthResult
 from appliance.config import Check
 from appliance.dns import DnsTempError, Lookup, reverse_name
-from appliance.plugin import PerListener, per_listener
 
-from .check_actions import action_table, verdict_of
+from .check_actions import ClientCheck, action_table, verdict_of
 
 log = logging.getLogger("smtp_appliance.dnsbl")
 STASH = "dnsbl"
@@ -106,39 +105,18 @@ def compile_settings(area: DnsblArea) -> Settings:
                      for z in area.zones})
 
 
-class DnsblPlugin:
+class DnsblPlugin(ClientCheck):
     """The ``dnsbl`` plugin: owns ``[dnsbl]``; looks up once per session, answers at
     its ``stage``."""
 
     area = "dnsbl"
     Area = DnsblArea
+    compile = staticmethod(compile_settings)
 
     @frozen(kw_only=True)
     class Config(PluginConfig):
         enabled: bool = False  # DNS lookups for every client: an admin's choice
         priority: int = 30
-
-    def __init__(self, config: PluginConfig) -> None:
-        self.config = config
-        self.dns: Any = None
-        self.settings: PerListener[Settings] = PerListener(compile_settings(DnsblArea()))
-
-    @hookimpl
-    def on_configure(self, config: Any, dns: Any) -> None:
-        self.dns = dns
-        self.settings = per_listener(config, self.area, DnsblArea, compile_settings)
-
-    @hookimpl
-    def on_connect(self, session: Any) -> Verdict | None:
-        return self._stage("connect", session)
-
-    @hookimpl
-    def on_mail_from(self, session: Any) -> Verdict | None:
-        return self._stage("mail_from", session)
-
-    @hookimpl
-    def on_rcpt_to(self, session: Any) -> Verdict | None:
-        return self._stage("rcpt_to", session)
 
     def _stage(self, stage: str, session: Any) -> Verdict | None:
         settings = self.settings.of(session)

@@ -20,12 +20,11 @@ from typing import Any, Literal
 
 from attrs import field, frozen
 
-from appliance import Duration, PluginConfig, Verdict, hookimpl
+from appliance import Duration, PluginConfig, Verdict
 from appliance.authresults import AuthResult
 from appliance.dns import DnsTempError, Lookup
-from appliance.plugin import PerListener, per_listener
 
-from .check_actions import action_table, verdict_of
+from .check_actions import ClientCheck, ResultTables, action_table, verdict_of
 
 log = logging.getLogger("smtp_appliance.reverse_dns")
 STASH = "reverse-dns"
@@ -77,52 +76,23 @@ def _same(a: str, b: str) -> bool:
     return ipaddress.ip_address(a) == ipaddress.ip_address(b)
 
 
-@frozen
-class Settings:
-    """One listener's ``[reverse_dns]``, with its result tables by FCrDNS result."""
-
-    area: ReverseDnsArea
-    tables: dict[str, Any]
+def compile_settings(area: ReverseDnsArea) -> ResultTables:
+    return ResultTables(area, {"none": area.on_none, "fail": area.on_not_confirmed,
+                               "temperror": area.on_error})
 
 
-def compile_settings(area: ReverseDnsArea) -> Settings:
-    return Settings(area, {"none": area.on_none, "fail": area.on_not_confirmed,
-                           "temperror": area.on_error})
-
-
-class ReverseDnsPlugin:
+class ReverseDnsPlugin(ClientCheck):
     """The ``reverse-dns`` plugin: owns ``[reverse_dns]``; checks once per session at
     its ``stage``."""
 
     area = "reverse_dns"
     Area = ReverseDnsArea
+    compile = staticmethod(compile_settings)
 
     @frozen(kw_only=True)
     class Config(PluginConfig):
         enabled: bool = False  # DNS lookups for every client: an admin's choice
         priority: int = 40
-
-    def __init__(self, config: PluginConfig) -> None:
-        self.config = config
-        self.dns: Any = None
-        self.settings: PerListener[Settings] = PerListener(compile_settings(ReverseDnsArea()))
-
-    @hookimpl
-    def on_configure(self, config: Any, dns: Any) -> None:
-        self.dns = dns
-        self.settings = per_listener(config, self.area, ReverseDnsArea, compile_settings)
-
-    @hookimpl
-    def on_connect(self, session: Any) -> Verdict | None:
-        return self._stage("connect", session)
-
-    @hookimpl
-    def on_mail_from(self, session: Any) -> Verdict | None:
-        return self._stage("mail_from", session)
-
-    @hookimpl
-    def on_rcpt_to(self, session: Any) -> Verdict | None:
-        return self._stage("rcpt_to", session)
 
     def _stage(self, stage: str, session: Any) -> Verdict | None:
         settings = self.settings.of(session)

@@ -18,9 +18,8 @@ from attrs import field, frozen
 
 from appliance import Duration, PluginConfig, Verdict, hookimpl
 from appliance.dns import DnsTempError, Lookup
-from appliance.plugin import PerListener, per_listener
 
-from .check_actions import action_table, verdict_of
+from .check_actions import ResultTables, SenderCheck, action_table, verdict_of
 
 log = logging.getLogger("smtp_appliance.sender_mx")
 
@@ -62,39 +61,22 @@ def sender_mx(lookup: Lookup, domain: str) -> tuple[str, str]:
     return "Fail", "no MX and no address"
 
 
-@frozen
-class Settings:
-    """One listener's ``[sender_mx]``, with its result tables by result name."""
-
-    area: SenderMxArea
-    tables: dict[str, Any]
+def compile_settings(area: SenderMxArea) -> ResultTables:
+    return ResultTables(area, {"Pass": area.on_pass, "Fail": area.on_fail,
+                               "Neutral": area.on_neutral, "Error": area.on_error})
 
 
-def compile_settings(area: SenderMxArea) -> Settings:
-    return Settings(area, {"Pass": area.on_pass, "Fail": area.on_fail,
-                           "Neutral": area.on_neutral, "Error": area.on_error})
-
-
-class SenderMxPlugin:
+class SenderMxPlugin(SenderCheck):
     """The ``sender-mx`` plugin: owns ``[sender_mx]``; checks at ``on_mail_from``."""
 
     area = "sender_mx"
     Area = SenderMxArea
+    compile = staticmethod(compile_settings)
 
     @frozen(kw_only=True)
     class Config(PluginConfig):
         enabled: bool = False  # DNS lookups for every sender: an admin's choice
         priority: int = 55
-
-    def __init__(self, config: PluginConfig) -> None:
-        self.config = config
-        self.dns: Any = None
-        self.settings: PerListener[Settings] = PerListener(compile_settings(SenderMxArea()))
-
-    @hookimpl
-    def on_configure(self, config: Any, dns: Any) -> None:
-        self.dns = dns
-        self.settings = per_listener(config, self.area, SenderMxArea, compile_settings)
 
     @hookimpl
     def on_mail_from(self, session: Any, transaction: Any) -> Verdict | None:

@@ -25,9 +25,8 @@ from attrs import field, frozen
 from appliance import Duration, PluginConfig, Verdict, hookimpl
 from appliance.authresults import AuthResult
 from appliance.dns import DnsTempError, Lookup
-from appliance.plugin import PerListener, per_listener
 
-from .check_actions import action_table, verdict_of
+from .check_actions import ResultTables, SenderCheck, action_table, verdict_of
 
 log = logging.getLogger("smtp_appliance.spf")
 
@@ -111,38 +110,21 @@ def _is_domain(name: str) -> bool:
         ".", "").isdigit()
 
 
-@frozen
-class Settings:
-    """One listener's ``[spf]``, with its result tables by pyspf's result name."""
-
-    area: SpfArea
-    tables: dict[str, Any]
+def compile_settings(area: SpfArea) -> ResultTables:
+    return ResultTables(area, {result: getattr(area, f"on_{result}") for result in SEED_NAMES})
 
 
-def compile_settings(area: SpfArea) -> Settings:
-    return Settings(area, {result: getattr(area, f"on_{result}") for result in SEED_NAMES})
-
-
-class SpfPlugin:
+class SpfPlugin(SenderCheck):
     """The ``spf`` plugin: owns ``[spf]``; checks at ``on_mail_from``."""
 
     area = "spf"
     Area = SpfArea
+    compile = staticmethod(compile_settings)
 
     @frozen(kw_only=True)
     class Config(PluginConfig):
         enabled: bool = False  # DNS lookups for every sender: an admin's choice
         priority: int = 50
-
-    def __init__(self, config: PluginConfig) -> None:
-        self.config = config
-        self.dns: Any = None
-        self.settings: PerListener[Settings] = PerListener(compile_settings(SpfArea()))
-
-    @hookimpl
-    def on_configure(self, config: Any, dns: Any) -> None:
-        self.dns = dns
-        self.settings = per_listener(config, self.area, SpfArea, compile_settings)
 
     @hookimpl
     def on_mail_from(self, session: Any, transaction: Any) -> Verdict | None:
