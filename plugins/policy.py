@@ -18,11 +18,12 @@ from attrs import define, field, frozen
 
 from appliance import PluginConfig, Verdict, hookimpl
 from appliance.config import Check, Duration
+from appliance.endpoints import parse_socket
 from appliance.plugin import PerListener, per_listener
 from appliance.verdict import Action
 
 from .policy_client import PolicyClient, PolicyUnavailable
-from .policy_codec import PolicyAction, parse_action, parse_address, parse_header, split_enhanced
+from .policy_codec import PolicyAction, parse_action, parse_header, split_enhanced
 
 log = logging.getLogger("smtp_appliance.policy")
 
@@ -34,7 +35,7 @@ DefaultAction = Literal["tmpreject", "continue", "reject"]
 
 def _is_address(value: str) -> bool:
     try:
-        parse_address(value)
+        parse_socket(value)
     except ValueError:
         return False
     return True

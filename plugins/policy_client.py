@@ -12,7 +12,9 @@ from __future__ import annotations
 import socket
 import time
 
-from .policy_codec import PolicyProtocolError, ReplyReader, encode_request, parse_address
+from appliance.endpoints import parse_socket
+
+from .policy_codec import PolicyProtocolError, ReplyReader, encode_request
 
 #: Idle connections kept per server; a burst beyond this opens and closes.
 MAX_IDLE_CONNECTIONS = 16
@@ -65,7 +67,7 @@ class PolicyClient:
 
     def __init__(self, address: str, timeout: float, max_idle: float, max_ttl: float) -> None:
         self.address = address
-        self.family, self.sockaddr = parse_address(address)
+        self.family, self.sockaddr = parse_socket(address)
         self.timeout = timeout
         self.max_idle = max_idle
         self.max_ttl = max_ttl

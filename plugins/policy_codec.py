@@ -9,7 +9,6 @@ a :class:`PolicyAction`, so it can be tested with plain bytes and no socket.
 from __future__ import annotations
 
 import re
-import socket
 
 from attrs import frozen
 
@@ -19,22 +18,6 @@ MAX_REPLY = 64 * 1024
 
 class PolicyProtocolError(Exception):
     """The server's reply does not follow the protocol."""
-
-
-def parse_address(spec: str) -> tuple[int, str | tuple[str, int]]:
-    """``inet:host:port``, ``inet:[::1]:port``, ``inet6:[::1]:port`` or
-    ``unix:/path`` -> (address family, address for ``socket.connect``)."""
-    kind, _, rest = spec.partition(":")
-    if kind == "unix" and rest.startswith("/"):
-        return socket.AF_UNIX, rest
-    if kind in ("inet", "inet6"):
-        host, _, port = rest.rpartition(":")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        if host and port.isdigit() and 0 < int(port) < 65536:
-            family = socket.AF_INET6 if ":" in host or kind == "inet6" else socket.AF_INET
-            return family, (host, int(port))
-    raise ValueError(f"not inet:host:port or unix:/path: {spec!r}")
 
 
 def _clean(value: object) -> str:

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from attrs import field, frozen
 
+from ..endpoints import parse_socket
 from . import codec
 from .codec import Decision, Modification, Negotiated
 
@@ -37,28 +38,6 @@ class MilterSpec:
     macros: dict[str, list[str]] = field(factory=dict)  # step -> names
     macro_values: dict[str, str] = field(factory=dict)  # fixed values
     on_demand: bool = False  # only when a rule adds it
-
-
-def parse_socket(spec: str) -> tuple[int, str | tuple]:
-    """``inet:host:port``, ``inet:port@host``, ``inet6:[addr]:port``, ``unix:/path``
-    (also ``local:/path``) -> (address family, address). ValueError otherwise."""
-    kind, _, rest = spec.partition(":")
-    kind = kind.lower()
-    if kind in ("unix", "local") and rest.startswith("/"):
-        return socket.AF_UNIX, rest
-    if kind not in ("inet", "inet6") or not rest:
-        raise ValueError(f"expected inet:host:port, inet6:[addr]:port or unix:/path (got {spec!r})")
-    if "@" in rest:  # Sendmail's inet:port@host
-        port_text, _, host = rest.partition("@")
-    elif rest.startswith("["):
-        host, _, port_text = rest[1:].partition("]")
-        port_text = port_text.removeprefix(":")
-    else:
-        host, _, port_text = rest.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"expected a host and a port 1-65535 (got {spec!r})")
-    family = socket.AF_INET6 if kind == "inet6" or ":" in host else socket.AF_INET
-    return family, (host, int(port_text))
 
 
 class MilterClient:

@@ -20,6 +20,7 @@ import weakref
 from collections.abc import Callable
 from typing import ClassVar
 
+from ..endpoints import parse_socket
 from .mechanism import Mechanism, SASLOptions
 from .steps import BackendUnavailable, Challenge, Failure, Step, Success
 
@@ -28,20 +29,6 @@ MAX_LINE = 65536  # Dovecot expects lines to fit 16 KiB; be generous, but bounde
 # After a failed connect, fail at once for this long instead of making every EHLO
 # and AUTH wait for a Dovecot that is down (or a host that drops packets).
 RETRY_AFTER = 2.0
-
-
-def parse_socket(spec: str) -> tuple[int, str | tuple[str, int]]:
-    """``unix:/run/dovecot/auth-client`` or ``inet:host:port`` (``inet:[::1]:12345``)
-    -> (address family, address); ValueError otherwise."""
-    kind, _, rest = spec.partition(":")
-    if kind == "unix" and rest.startswith("/"):
-        return socket.AF_UNIX, rest
-    if kind == "inet":
-        host, _, port = rest.rpartition(":")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        if host and port.isdigit() and 1 <= int(port) <= 65535:
-            return (socket.AF_INET6 if ":" in host else socket.AF_INET), (host, int(port))
-    raise ValueError(f"not unix:/path or inet:host:port: {spec!r}")
 
 
 def escape(value: str) -> str:

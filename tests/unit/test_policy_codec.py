@@ -14,10 +14,10 @@ from appliance_plugins.policy_codec import (
     ReplyReader,
     encode_request,
     parse_action,
-    parse_address,
 )
 
 from appliance import Action, Verdict
+from appliance.endpoints import parse_socket
 
 # --- requests ---------------------------------------------------------------------
 
@@ -81,14 +81,14 @@ def test_endless_reply_is_refused_at_the_limit():
     ("unix:/run/postgrey.sock", (socket.AF_UNIX, "/run/postgrey.sock")),
 ])
 def test_addresses(spec, expected):
-    assert parse_address(spec) == expected
+    assert parse_socket(spec) == expected
 
 
 @pytest.mark.parametrize("spec", ["127.0.0.1:10023", "inet:127.0.0.1", "inet:host:0",
                                   "inet:host:65536", "unix:relative", "tcp:h:1"])
 def test_bad_addresses(spec):
     with pytest.raises(ValueError):
-        parse_address(spec)
+        parse_socket(spec)
 
 
 # --- the action grammar -----------------------------------------------------------
