@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["parse_socket"]
+__all__ = ["is_socket", "parse_socket"]
 
 
 def parse_socket(spec: str) -> tuple[int, str | tuple[str, int]]:
@@ -33,3 +33,12 @@ def parse_socket(spec: str) -> tuple[int, str | tuple[str, int]]:
         raise ValueError(f"expected a host and a port 1-65535 (got {spec!r})")
     family = socket.AF_INET6 if kind == "inet6" or ":" in host else socket.AF_INET
     return family, (host, int(port_text))
+
+
+def is_socket(spec: str) -> bool:
+    """Is ``spec`` one of the forms above? (For config checks.)"""
+    try:
+        parse_socket(spec)
+    except ValueError:
+        return False
+    return True

@@ -8,19 +8,11 @@ from attrs import frozen
 
 from appliance import PluginConfig, hookimpl
 from appliance.config import Check, Duration
+from appliance.endpoints import is_socket
 from appliance.sasl import SASLOptions
-from appliance.sasl.dovecot import DovecotAuth, DovecotMechanism, parse_socket, request_params
+from appliance.sasl.dovecot import DovecotAuth, DovecotMechanism, request_params
 
-
-def _is_socket(value: str) -> bool:
-    try:
-        parse_socket(value)
-    except ValueError:
-        return False
-    return True
-
-
-_SOCKET = Check(_is_socket, '"unix:/path/to/socket" or "inet:host:port"')
+_SOCKET = Check(is_socket, '"unix:/path/to/socket" or "inet:host:port"')
 _POSITIVE = Check(lambda value: value > 0, "a duration longer than 0s")
 
 

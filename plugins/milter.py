@@ -11,17 +11,10 @@ from attrs import field, frozen
 
 from appliance import PluginConfig, hookimpl
 from appliance.config import Check, Duration
-from appliance.milter import STASH_KEY, MilterChain, MilterSpec, chain_of, parse_socket
+from appliance.endpoints import is_socket
+from appliance.milter import STASH_KEY, MilterChain, MilterSpec, chain_of
 from appliance.milter.macros import DEFAULT_MACROS
 from appliance.plugin import PerListener, per_listener
-
-
-def _is_socket(value: str) -> bool:
-    try:
-        parse_socket(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_stage_map(value: dict) -> bool:
@@ -38,7 +31,7 @@ class MilterSettings:
     """One ``[[milter.milters]]`` (or ``[[listeners.NAME.milter.milters]]``) entry."""
 
     name: Annotated[str, _NAME]
-    socket: Annotated[str, Check(_is_socket, "inet:host:port, inet6:[addr]:port or "
+    socket: Annotated[str, Check(is_socket, "inet:host:port, inet6:[addr]:port or "
                                              "unix:/path")]
     connect_timeout: Annotated[Duration, _POSITIVE] = Duration("5s")
     command_timeout: Annotated[Duration, _POSITIVE] = Duration("10s")

@@ -18,7 +18,7 @@ from attrs import define, field, frozen
 
 from appliance import PluginConfig, Verdict, hookimpl
 from appliance.config import Check, Duration
-from appliance.endpoints import parse_socket
+from appliance.endpoints import is_socket
 from appliance.plugin import PerListener, per_listener
 from appliance.verdict import Action
 
@@ -33,15 +33,8 @@ Stage = Literal["connect", "ehlo", "mail", "rcpt", "data", "end_of_data"]
 DefaultAction = Literal["tmpreject", "continue", "reject"]
 
 
-def _is_address(value: str) -> bool:
-    try:
-        parse_socket(value)
-    except ValueError:
-        return False
-    return True
 
-
-_ADDRESS = Check(_is_address, '"inet:host:port", "inet:[::1]:port" or "unix:/path"')
+_ADDRESS = Check(is_socket, '"inet:host:port", "inet:[::1]:port" or "unix:/path"')
 _POSITIVE = Check(lambda value: value > 0, "a duration longer than 0s")
 _NAME = Check(lambda value: bool(value.strip()), "a name that is not empty")
 
