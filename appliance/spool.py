@@ -25,7 +25,7 @@ from typing import Any
 
 from attrs import frozen
 
-from .message import Message
+from appliance.mail.message import Message
 
 FORMAT_VERSION = 1
 

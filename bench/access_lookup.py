@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from appliance_plugins.access import AccessArea, AccessPlugin  # noqa: E402
 
 from appliance.config import AppConfig, Listener  # noqa: E402
-from appliance.context import SessionContext  # noqa: E402
+from appliance.mail.context import SessionContext  # noqa: E402
 from appliance.netlist import NetList, address_key, parse_entry, read_file  # noqa: E402
 
 

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 from appliance_plugins.flow import FlowControl
-from appliance_plugins.flow_settings import FlowSettings
+from appliance_plugins.flow.settings import FlowSettings
 
 from appliance.config import PluginConfig, load_config
-from appliance.context import SessionContext, Transaction
+from appliance.mail.context import SessionContext, Transaction
 from appliance.state import LocalCounters
 from appliance.state.table import LocalTable
 

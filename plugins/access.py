@@ -27,7 +27,7 @@ from attrs import Attribute, define, field, frozen
 
 from appliance import PluginConfig, Verdict, hookimpl
 from appliance.config import Check, FilePath
-from appliance.context import SessionContext, TraceEntry
+from appliance.mail.context import SessionContext, TraceEntry
 from appliance.netlist import (
     ENTRY_EXPECTED,
     Entry,

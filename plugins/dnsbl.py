@@ -26,11 +26,10 @@ from typing import Annotated, Any, Literal
 from attrs import define, field, frozen
 
 from appliance import Duration, PluginConfig, Verdict
-from appliance.authresults import AuthResult
+from appliance.checks import ClientCheck, action_table, verdict_of
 from appliance.config import Check
 from appliance.dns import DnsTempError, Lookup, reverse_name
-
-from .check_actions import ClientCheck, action_table, verdict_of
+from appliance.mail.authresults import AuthResult
 
 log = logging.getLogger("smtp_appliance.dnsbl")
 STASH = "dnsbl"

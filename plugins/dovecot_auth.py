@@ -7,10 +7,10 @@ from typing import Annotated
 from attrs import frozen
 
 from appliance import PluginConfig, hookimpl
+from appliance.clients.dovecot import DovecotAuth, DovecotMechanism, request_params
+from appliance.clients.endpoints import is_socket
 from appliance.config import Check, Duration
-from appliance.endpoints import is_socket
 from appliance.sasl import SASLOptions
-from appliance.sasl.dovecot import DovecotAuth, DovecotMechanism, request_params
 
 _SOCKET = Check(is_socket, '"unix:/path/to/socket" or "inet:host:port"')
 _POSITIVE = Check(lambda value: value > 0, "a duration longer than 0s")

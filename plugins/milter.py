@@ -10,11 +10,11 @@ from typing import Annotated, Any, Literal
 from attrs import field, frozen
 
 from appliance import PluginConfig, hookimpl
+from appliance.clients.endpoints import is_socket
+from appliance.clients.milter import STASH_KEY, MilterChain, MilterSpec, chain_of
+from appliance.clients.milter.macros import DEFAULT_MACROS
 from appliance.config import Check, Duration
-from appliance.endpoints import is_socket
-from appliance.milter import STASH_KEY, MilterChain, MilterSpec, chain_of
-from appliance.milter.macros import DEFAULT_MACROS
-from appliance.plugin import PerListener, per_listener
+from appliance.hooks.plugin import PerListener, per_listener
 
 
 def _is_stage_map(value: dict) -> bool:

@@ -17,13 +17,12 @@ from typing import Annotated, Any, Literal
 from attrs import define, field, frozen
 
 from appliance import PluginConfig, Verdict, hookimpl
+from appliance.clients.endpoints import is_socket
+from appliance.clients.policy.client import PolicyClient, PolicyUnavailable
+from appliance.clients.policy.codec import PolicyAction, parse_action, parse_header, split_enhanced
 from appliance.config import Check, Duration
-from appliance.endpoints import is_socket
-from appliance.plugin import PerListener, per_listener
-from appliance.verdict import Action
-
-from .policy_client import PolicyClient, PolicyUnavailable
-from .policy_codec import PolicyAction, parse_action, parse_header, split_enhanced
+from appliance.hooks.plugin import PerListener, per_listener
+from appliance.hooks.verdict import Action
 
 log = logging.getLogger("smtp_appliance.policy")
 

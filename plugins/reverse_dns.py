@@ -21,10 +21,9 @@ from typing import Any, Literal
 from attrs import field, frozen
 
 from appliance import Duration, PluginConfig, Verdict
-from appliance.authresults import AuthResult
+from appliance.checks import ClientCheck, ResultTables, action_table, verdict_of
 from appliance.dns import DnsTempError, Lookup
-
-from .check_actions import ClientCheck, ResultTables, action_table, verdict_of
+from appliance.mail.authresults import AuthResult
 
 log = logging.getLogger("smtp_appliance.reverse_dns")
 STASH = "reverse-dns"

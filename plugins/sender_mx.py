@@ -17,9 +17,8 @@ from typing import Any
 from attrs import field, frozen
 
 from appliance import Duration, PluginConfig, Verdict, hookimpl
+from appliance.checks import ResultTables, SenderCheck, action_table, verdict_of
 from appliance.dns import DnsTempError, Lookup
-
-from .check_actions import ResultTables, SenderCheck, action_table, verdict_of
 
 log = logging.getLogger("smtp_appliance.sender_mx")
 

@@ -23,10 +23,9 @@ import spf
 from attrs import field, frozen
 
 from appliance import Duration, PluginConfig, Verdict, hookimpl
-from appliance.authresults import AuthResult
+from appliance.checks import ResultTables, SenderCheck, action_table, verdict_of
 from appliance.dns import DnsTempError, Lookup
-
-from .check_actions import ResultTables, SenderCheck, action_table, verdict_of
+from appliance.mail.authresults import AuthResult
 
 log = logging.getLogger("smtp_appliance.spf")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from attrs import frozen
 
 from appliance import PluginConfig, hookimpl
-from appliance.plugin import GroupCall
+from appliance.hooks.plugin import GroupCall
 from appliance.spool import Spool, envelope
 
 

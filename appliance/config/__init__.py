@@ -11,9 +11,9 @@ also own an area (``[access]``): ``load_config(..., plugin_areas={"access": Area
 gives ``config.areas["access"]`` and, per listener, ``listeners[name].areas["access"]``.
 """
 
-from .loader import ConfigError, load_config
-from .report import check_config, describe_listener
-from .schema import (
+from appliance.config.loader import ConfigError, load_config
+from appliance.config.report import check_config, describe_listener
+from appliance.config.schema import (
     AppConfig,
     Auth,
     Check,
@@ -28,7 +28,7 @@ from .schema import (
     State,
     Tls,
 )
-from .units import Duration, FilePath, Size
+from appliance.config.units import Duration, FilePath, Size
 
 __all__ = [
     "AppConfig",

@@ -18,8 +18,8 @@ from typing import Any
 
 import attrs
 
-from .merge import KeyPath, Merged
-from .schema import AppConfig, Listener
+from appliance.config.merge import KeyPath, Merged
+from appliance.config.schema import AppConfig, Listener
 
 __all__ = ["AREA_NAME", "area_problem", "listener_areas", "merge_over", "reserved_names"]
 

@@ -28,8 +28,8 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn
 
-from .schema import Check
-from .units import DURATION_EXPECTED, SIZE_EXPECTED, Duration, FilePath, Size
+from appliance.config.schema import Check
+from appliance.config.units import DURATION_EXPECTED, SIZE_EXPECTED, Duration, FilePath, Size
 
 Path = tuple[str | int, ...]
 

@@ -32,10 +32,10 @@ import cattrs
 import tomli
 from cattrs.errors import BaseValidationError
 
-from .areas import area_problem, listener_areas
-from .convert import Invalid, flatten, make_converter, show, type_hints
-from .merge import KeyPath, Merged, dotted
-from .schema import (
+from appliance.config.areas import area_problem, listener_areas
+from appliance.config.convert import Invalid, flatten, make_converter, show, type_hints
+from appliance.config.merge import KeyPath, Merged, dotted
+from appliance.config.schema import (
     AppConfig,
     Auth,
     Dns,
@@ -48,7 +48,7 @@ from .schema import (
     Smtp,
     Tls,
 )
-from .units import FilePath
+from appliance.config.units import FilePath
 
 __all__ = ["ConfigError", "load_config"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from .convert import show
+from appliance.config.convert import show
 
 __all__ = ["KeyPath", "Merged", "dotted"]
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import attrs
 
-from .convert import show
-from .loader import LISTENER_OVERRIDES, ConfigError, load_config
-from .merge import dotted
-from .schema import AppConfig, Listener, PluginConfig
-from .units import Duration, Size, format_duration, format_size
+from appliance.config.convert import show
+from appliance.config.loader import LISTENER_OVERRIDES, ConfigError, load_config
+from appliance.config.merge import dotted
+from appliance.config.schema import AppConfig, Listener, PluginConfig
+from appliance.config.units import Duration, Size, format_duration, format_size
 
 __all__ = ["check_config", "describe_listener"]
 

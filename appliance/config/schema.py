@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
-from .units import Duration, FilePath, Size
+from appliance.config.units import Duration, FilePath, Size
 
 __all__ = [
     "AppConfig",

@@ -3,9 +3,9 @@
 No sockets, no gevent, no plugins: see docs/protocol.md.
 """
 
-from ._state import State
-from .connection import LocalProtocolError, SMTPConnection
-from .events import (
+from appliance.protocol._state import State
+from appliance.protocol.connection import LocalProtocolError, SMTPConnection
+from appliance.protocol.events import (
     NEED_DATA,
     Auth,
     AuthResponse,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from .events import Reply
+from appliance.protocol.events import Reply
 
 MAX_ADDRESS = 256  # octets, RFC 5321 4.5.3.1.3
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ._address import AddressError, check_mailbox, decode_xtext, split_path
-from .events import (
+from appliance.protocol._address import AddressError, check_mailbox, decode_xtext, split_path
+from appliance.protocol.events import (
     Auth,
     Data,
     Event,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from .events import Reply
+from appliance.protocol.events import Reply
 
 TERMINATOR = b"\r\n.\r\n"
 #: Proper prefixes of the terminator, longest first: a buffer ending in one of them

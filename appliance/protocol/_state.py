@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 
-from .events import (
+from appliance.protocol.events import (
     Auth,
     AuthResponse,
     BadCommand,

@@ -7,7 +7,7 @@ event that takes an answer with :meth:`SMTPConnection.send`. No I/O happens here
 
 from __future__ import annotations
 
-from ._commands import (
+from appliance.protocol._commands import (
     AUTH_BAD_CHARACTERS,
     AUTH_LINE_TOO_LONG,
     LINE_TOO_LONG,
@@ -19,9 +19,9 @@ from ._commands import (
     parse_command,
     split_command,
 )
-from ._data import ChunkReader, DotReader
-from ._state import ConnectionState, State, reply_key
-from .events import (
+from appliance.protocol._data import ChunkReader, DotReader
+from appliance.protocol._state import ConnectionState, State, reply_key
+from appliance.protocol.events import (
     NEED_DATA,
     AuthResponse,
     BadCommand,

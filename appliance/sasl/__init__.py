@@ -8,16 +8,16 @@ its thread pool (``ThreadedBackend``).
 
 from __future__ import annotations
 
-from .backend import CredentialsBackend, ThreadedBackend
-from .cram_md5 import CramMD5
-from .digest_md5 import DigestMD5
-from .exchange import AuthExchange, AuthReply
-from .keys import CramMD5Key, ScramKeys, digest_md5_ha1
-from .mechanism import Mechanism, MechanismFactory, SASLOptions
-from .oauth import OAuthBearer, XOAuth2
-from .password import Login, Plain
-from .scram import ScramSHA256
-from .steps import (
+from appliance.sasl.backend import CredentialsBackend, ThreadedBackend
+from appliance.sasl.cram_md5 import CramMD5
+from appliance.sasl.digest_md5 import DigestMD5
+from appliance.sasl.exchange import AuthExchange, AuthReply
+from appliance.sasl.keys import CramMD5Key, ScramKeys, digest_md5_ha1
+from appliance.sasl.mechanism import Mechanism, MechanismFactory, SASLOptions
+from appliance.sasl.oauth import OAuthBearer, XOAuth2
+from appliance.sasl.password import Login, Plain
+from appliance.sasl.scram import ScramSHA256
+from appliance.sasl.steps import (
     BackendUnavailable,
     Challenge,
     ExchangeOver,
@@ -32,7 +32,7 @@ MECHANISMS: dict[str, type[Mechanism]] = {
 }
 
 try:  # GSSAPI needs python-gssapi and the Kerberos libraries (the ``gssapi`` extra)
-    from .gssapi_mech import GSSAPI
+    from appliance.sasl.gssapi_mech import GSSAPI
 except ImportError:  # pragma: no cover - depends on the install
     GSSAPI = None
 else:

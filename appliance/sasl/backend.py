@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .keys import CramMD5Key, ScramKeys
+from appliance.sasl.keys import CramMD5Key, ScramKeys
 
 
 class CredentialsBackend:

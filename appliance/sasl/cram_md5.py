@@ -7,9 +7,9 @@ import os
 import re
 import time
 
-from .keys import CramMD5Key
-from .mechanism import Malformed, Mechanism, text
-from .steps import Challenge, Failure, Step, Success
+from appliance.sasl.keys import CramMD5Key
+from appliance.sasl.mechanism import Malformed, Mechanism, text
+from appliance.sasl.steps import Challenge, Failure, Step, Success
 
 _DIGEST = re.compile(r"[0-9a-fA-F]{32}")
 _DUMMY_KEY = CramMD5Key.from_password(os.urandom(16).hex())

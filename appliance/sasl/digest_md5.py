@@ -11,8 +11,8 @@ import hashlib
 import hmac
 import re
 
-from .mechanism import Malformed, Mechanism
-from .steps import Challenge, Failure, Step, Success
+from appliance.sasl.mechanism import Malformed, Mechanism
+from appliance.sasl.steps import Challenge, Failure, Step, Success
 
 MAX_RESPONSE = 4096  # RFC 2831 2.1.2: a digest-response is less than 4096 bytes
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

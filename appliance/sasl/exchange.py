@@ -12,8 +12,8 @@ import binascii
 
 from attrs import frozen
 
-from .mechanism import Mechanism
-from .steps import Challenge, ExchangeOver, Failure, Step, Success
+from appliance.sasl.mechanism import Mechanism
+from appliance.sasl.steps import Challenge, ExchangeOver, Failure, Step, Success
 
 MAX_LINE = 12288  # RFC 4954 section 4: octets per line of the exchange, CRLF included
 

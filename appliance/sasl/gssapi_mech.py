@@ -11,8 +11,8 @@ from __future__ import annotations
 import gssapi
 from gssapi.exceptions import GeneralError, GSSError
 
-from .mechanism import Malformed, Mechanism, SASLOptions, text
-from .steps import BackendUnavailable, Challenge, Failure, Step, Success
+from appliance.sasl.mechanism import Malformed, Mechanism, SASLOptions, text
+from appliance.sasl.steps import BackendUnavailable, Challenge, Failure, Step, Success
 
 NO_SECURITY_LAYER = 1
 

@@ -16,8 +16,8 @@ import os
 
 from attrs import frozen
 
-from . import md5state
-from .saslprep import saslprep
+from appliance.sasl import md5state
+from appliance.sasl.saslprep import saslprep
 
 SCRAM_ITERATIONS = 4096  # RFC 7677's minimum, what clients and Dovecot expect
 SCRAM_SALT_BYTES = 16

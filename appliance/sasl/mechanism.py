@@ -13,8 +13,8 @@ from typing import ClassVar
 
 from attrs import field, frozen
 
-from .backend import CredentialsBackend
-from .steps import (
+from appliance.sasl.backend import CredentialsBackend
+from appliance.sasl.steps import (
     BackendUnavailable,
     Challenge,
     ExchangeOver,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import re
 
-from .mechanism import Malformed, Mechanism, NotAuthorized, text
-from .steps import Challenge, Failure, Step, Success
+from appliance.sasl.mechanism import Malformed, Mechanism, NotAuthorized, text
+from appliance.sasl.steps import Challenge, Failure, Step, Success
 
 _KEY = re.compile(r"[A-Za-z]+")
 _BEARER = re.compile(r"Bearer +([A-Za-z0-9\-._~+/]+=*)", re.IGNORECASE)

@@ -3,8 +3,8 @@ offered only over TLS, and the backend checks it against a slow hash."""
 
 from __future__ import annotations
 
-from .mechanism import Malformed, Mechanism, text
-from .steps import Challenge, Failure, Step, Success
+from appliance.sasl.mechanism import Malformed, Mechanism, text
+from appliance.sasl.steps import Challenge, Failure, Step, Success
 
 
 class _PasswordMechanism(Mechanism):

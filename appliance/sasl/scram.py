@@ -14,9 +14,9 @@ import hashlib
 import hmac
 import re
 
-from .keys import SCRAM_ITERATIONS, SCRAM_SALT_BYTES, ScramKeys
-from .mechanism import Malformed, Mechanism, text
-from .steps import Challenge, Failure, Step, Success
+from appliance.sasl.keys import SCRAM_ITERATIONS, SCRAM_SALT_BYTES, ScramKeys
+from appliance.sasl.mechanism import Malformed, Mechanism, text
+from appliance.sasl.steps import Challenge, Failure, Step, Success
 
 _NONCE = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # printable ASCII except ","
 

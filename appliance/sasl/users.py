@@ -28,9 +28,9 @@ from pathlib import Path
 import tomli
 from attrs import evolve, frozen
 
-from .backend import CredentialsBackend
-from .keys import SCRAM_ITERATIONS, CramMD5Key, ScramKeys, digest_md5_ha1
-from .steps import BackendUnavailable
+from appliance.sasl.backend import CredentialsBackend
+from appliance.sasl.keys import SCRAM_ITERATIONS, CramMD5Key, ScramKeys, digest_md5_ha1
+from appliance.sasl.steps import BackendUnavailable
 
 DEFAULT_USERS_FILE = "/etc/smtp-appliance/users.toml"
 PASSWORD_SCHEMES = ("argon2id", "sha512-crypt")

@@ -6,8 +6,8 @@ import datetime as dt
 import time
 from email.utils import format_datetime
 
-from ..context import SessionContext, Transaction
-from ..headers import Headers
+from appliance.mail.context import SessionContext, Transaction
+from appliance.mail.headers import Headers
 
 
 def expand_banner(text: str, ctx: SessionContext) -> str:

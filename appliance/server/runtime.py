@@ -14,13 +14,19 @@ from typing import Any
 import gevent
 from attrs import define
 
-from ..config import AppConfig, Listener, load_config
-from ..context import SessionContext, Transaction
-from ..dns import ResolverKeeper
-from ..message import Message
-from ..pluginhost import Discovered, OtherPlugins, PluginHost, TimeBudgetExceeded, loader_inputs
-from ..spool import Spool
-from ..state import StateKeeper
+from appliance.config import AppConfig, Listener, load_config
+from appliance.dns import ResolverKeeper
+from appliance.hooks.host import (
+    Discovered,
+    OtherPlugins,
+    PluginHost,
+    TimeBudgetExceeded,
+    loader_inputs,
+)
+from appliance.mail.context import SessionContext, Transaction
+from appliance.mail.message import Message
+from appliance.spool import Spool
+from appliance.state import StateKeeper
 
 _TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 

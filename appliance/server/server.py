@@ -19,14 +19,14 @@ import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
 
-from .. import logs
-from ..config import ConfigError
-from ..dns import ResolverKeeper
-from ..pluginhost import Discovered
-from ..protocol import Reply
-from ..state import StateKeeper, control_path
-from .runtime import Runtime, build_runtime
-from .session import Session, Shutdown
+from appliance import logs
+from appliance.config import ConfigError
+from appliance.dns import ResolverKeeper
+from appliance.hooks.host import Discovered
+from appliance.protocol import Reply
+from appliance.server.runtime import Runtime, build_runtime
+from appliance.server.session import Session, Shutdown
+from appliance.state import StateKeeper, control_path
 
 TOO_BUSY = Reply(421, "4.3.2", "Too many connections, try again later")
 BACKLOG = 1024

@@ -10,11 +10,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .. import authresults, logs, sasl
-from ..context import Recipient, SessionContext, TLSInfo, Transaction, core_set
-from ..message import Message, MessageReader, storage_error
-from ..plugin import run_blocking
-from ..protocol import (
+from appliance import logs, sasl
+from appliance.hooks.plugin import run_blocking
+from appliance.hooks.verdict import Action, Verdict
+from appliance.mail import authresults
+from appliance.mail.context import Recipient, SessionContext, TLSInfo, Transaction, core_set
+from appliance.mail.message import Message, MessageReader, storage_error
+from appliance.protocol import (
     NEED_DATA,
     Auth,
     AuthResponse,
@@ -37,12 +39,11 @@ from ..protocol import (
     StartTLS,
     Vrfy,
 )
-from ..spool import new_queue_id
-from ..verdict import Action, Verdict
-from . import received
+from appliance.server import received
+from appliance.spool import new_queue_id
 
 if TYPE_CHECKING:
-    from .runtime import ListenerRuntime, Runtime
+    from appliance.server.runtime import ListenerRuntime, Runtime
 
 READ_SIZE = 65536
 

@@ -2,7 +2,7 @@
 
 :class:`StateKeeper` belongs to the server object. It keeps the appliance's local
 table (shared memory, so the workers forked later count in it too) and hands each
-configuration generation its :class:`~appliance.counters.Counters`: the same
+configuration generation its :class:`~appliance.state.counters.Counters`: the same
 object again when ``[server.state]`` did not change, so counts and Redis
 connections survive reloads.
 """
@@ -16,11 +16,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .. import logs
-from ..config import State
-from ..counters import Counters
-from .control import ControlService
-from .table import LocalTable
+from appliance import logs
+from appliance.config import State
+from appliance.state.control import ControlService
+from appliance.state.counters import Counters
+from appliance.state.table import LocalTable
 
 __all__ = ["LocalCounters", "StateKeeper", "control_path", "open_counters"]
 
@@ -72,7 +72,7 @@ def open_counters(settings: State, local: LocalCounters | None) -> Counters:
     """The store ``settings`` ask for. With Redis, ``local`` is the fail-open
     fallback; ``None`` makes every Redis outage raise StoreUnavailable (the CLI)."""
     if settings.backend == "redis":
-        from .redis_store import RedisCounters
+        from appliance.clients.redis import RedisCounters
 
         return RedisCounters(settings, fallback=local)
     return local if local is not None else LocalCounters(LocalTable(settings.max_keys))

@@ -17,8 +17,8 @@ import socket
 import struct
 from typing import Any
 
-from .. import logs
-from ..counters import StoreUnavailable
+from appliance import logs
+from appliance.state.counters import StoreUnavailable
 
 __all__ = ["BAN_OPERATIONS", "ControlClient", "ControlService"]
 

@@ -9,7 +9,7 @@ yields to gevent, so within a process no other lock is needed.
 Three fixed-size hash tables of ``max_keys`` slots each, found by open addressing
 (a key is looked for in :data:`PROBES` consecutive slots):
 
-- windows: ``(key hash, newest slice, expiry)`` and :data:`~appliance.counters.SLICES`
+- windows: ``(key hash, newest slice, expiry)`` and :data:`~appliance.state.counters.SLICES`
   counts used as a ring. An expired window's slot is free; when none of a key's
   slots is free, the window nearest its end is dropped.
 - gauges: the key hash and one count per worker (its *owner* column), so the
@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Callable
 
-from ..counters import SLICES
+from appliance.state.counters import SLICES
 
 __all__ = ["DEFAULT_MAX_KEYS", "PROBES", "LocalTable"]
 
@@ -45,7 +45,7 @@ _B = 2  # ban slot: hash, end (ms)
 
 
 class LocalTable:
-    """The in-process implementation of :class:`appliance.counters.Counters`
+    """The in-process implementation of :class:`appliance.state.counters.Counters`
     (``fail`` is accepted and ignored: this table is never unavailable), shared
     by all workers forked after it was made. ``owners`` is the number of gauge
     columns (workers); :attr:`owner` is the column this process counts in."""

@@ -28,7 +28,7 @@ from appliance.config import (
 )
 from appliance.config.areas import area_problem, merge_over
 from appliance.config.report import render
-from appliance.pluginhost import Discovered, area_hints, areas, discover, loader_inputs
+from appliance.hooks.host import Discovered, area_hints, areas, discover, loader_inputs
 
 
 @frozen(kw_only=True)

@@ -18,7 +18,7 @@ from appliance.config import (
     check_config,
     load_config,
 )
-from appliance.pluginhost import areas, discover
+from appliance.hooks.host import areas, discover
 
 from .conftest import ConfDir
 

@@ -17,7 +17,7 @@ from appliance_plugins.sender_mx import SenderMxArea, SenderMxPlugin
 from appliance_plugins.spf import SpfArea, SpfPlugin
 
 from appliance.config import ConfigError, Duration, load_config
-from appliance.pluginhost import discover, loader_inputs
+from appliance.hooks.host import discover, loader_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "configuration.md"

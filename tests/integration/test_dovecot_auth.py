@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.sasl.dovecot import RETRY_AFTER
+from appliance.clients.dovecot import RETRY_AFTER
 from tests.dovecot_fixture import PASSWORD, USER
 
 from .conftest import have

@@ -8,8 +8,8 @@ from appliance_plugins.access import AccessArea, AccessPlugin
 from attrs.exceptions import FrozenAttributeError
 
 from appliance.config import AppConfig, Listener, PluginConfig
-from appliance.context import SessionContext
-from appliance.verdict import Action
+from appliance.hooks.verdict import Action
+from appliance.mail.context import SessionContext
 
 
 def session(ip: str, listener: str = "mta") -> SessionContext:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import authres
 
-from appliance.authresults import AuthResult, add_fields, authserv_id_of
-from appliance.headers import Headers
+from appliance.mail.authresults import AuthResult, add_fields, authserv_id_of
+from appliance.mail.headers import Headers
 
 
 def _parse(value: str):

@@ -5,8 +5,8 @@ import datetime as dt
 import pytest
 from attrs.exceptions import FrozenAttributeError
 
-from appliance.context import Recipient, SessionContext, Transaction, core_set, parse_delay
-from appliance.verdict import Action, Verdict
+from appliance.hooks.verdict import Action, Verdict
+from appliance.mail.context import Recipient, SessionContext, Transaction, core_set, parse_delay
 
 
 def session():

@@ -18,9 +18,9 @@ import gevent.socket
 import pytest
 
 from appliance.config import State
-from appliance.counters import Counters
 from appliance.state import LocalCounters, StateKeeper
 from appliance.state.control import ControlClient, ControlService
+from appliance.state.counters import Counters
 from appliance.state.table import PROBES, LocalTable
 
 SHORT = 0.3  # seconds: the interval of expiry tests
@@ -42,7 +42,7 @@ def counters(request) -> Counters:
         yield LocalCounters(LocalTable())
     else:
         server = request.getfixturevalue("redis_server")
-        from appliance.state.redis_store import RedisCounters
+        from appliance.clients.redis import RedisCounters
 
         settings = State(backend="redis", redis_url=server.url,
                          key_prefix=f"test-{uuid.uuid4().hex[:8]}:")
@@ -286,7 +286,7 @@ def test_keeper_reuses_the_store_while_state_settings_are_unchanged():
 
 
 def test_the_admins_command_is_told_when_the_server_is_gone():
-    from appliance.counters import StoreUnavailable
+    from appliance.state.counters import StoreUnavailable
 
     service_end, command_end = gevent.socket.socketpair()
     client = ControlClient(command_end)

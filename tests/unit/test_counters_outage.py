@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from appliance.clients.redis import RedisCounters
 from appliance.config import Duration, State
-from appliance.counters import StoreUnavailable
 from appliance.state import LocalCounters
-from appliance.state.redis_store import RedisCounters
+from appliance.state.counters import StoreUnavailable
 from appliance.state.table import LocalTable
 
 
@@ -115,7 +115,7 @@ def test_sessions_of_a_crashed_appliance_stop_counting_in_redis(
         private_redis_server, monkeypatch):
     """Each appliance process keeps an ``alive`` key while it holds gauges; a process
     that crashed stops refreshing it, and its share of every gauge is dropped."""
-    from appliance.state import redis_store
+    from appliance.clients import redis as redis_store
 
     monkeypatch.setattr(redis_store, "ALIVE_SECONDS", 1)
     settings = State(backend="redis", redis_url=private_redis_server.url, key_prefix="crash:")

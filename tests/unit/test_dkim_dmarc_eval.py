@@ -1,5 +1,5 @@
-"""DKIM verification (plugins/dkim_verify.py) and DMARC evaluation
-(plugins/dmarc_policy.py) with keys made here, messages signed by dkimpy's real
+"""DKIM verification (plugins/dkim/verify.py) and DMARC evaluation
+(plugins/dmarc/policy.py) with keys made here, messages signed by dkimpy's real
 signer and records served by the real DNS server (tests/dns_fixture.py), asked
 through the appliance's resolver. tests/integration/test_dkim_dmarc.py runs the
 plugins in the server."""
@@ -7,8 +7,8 @@ plugins in the server."""
 from __future__ import annotations
 
 import pytest
-from appliance_plugins.dkim_verify import verify
-from appliance_plugins.dmarc_policy import (
+from appliance_plugins.dkim.verify import verify
+from appliance_plugins.dmarc.policy import (
     aligned,
     evaluate,
     from_domain,

@@ -10,11 +10,11 @@ from appliance_plugins.dkim import DkimArea, DkimPlugin
 from appliance_plugins.dmarc import DmarcArea, DmarcPlugin
 
 from appliance.config import AppConfig, ConfigError, Listener, load_config
-from appliance.context import SessionContext, Transaction, core_set
 from appliance.dns import Resolver
-from appliance.headers import Headers
-from appliance.message import Body, Message
-from appliance.verdict import Action
+from appliance.hooks.verdict import Action
+from appliance.mail.context import SessionContext, Transaction, core_set
+from appliance.mail.headers import Headers
+from appliance.mail.message import Body, Message
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 from appliance_plugins.dnsbl import DnsblArea, DnsblPlugin, Zone
 
 from appliance.config import AppConfig, Listener
-from appliance.context import SessionContext
 from appliance.dns import Resolver
-from appliance.verdict import Action
+from appliance.hooks.verdict import Action
+from appliance.mail.context import SessionContext
 from tests.dns_fixture import stall_name
 
 

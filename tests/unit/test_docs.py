@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pluggy
 
-from appliance import hookspecs
+from appliance.hooks import specs as hookspecs
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "plugins.md").read_text()
 

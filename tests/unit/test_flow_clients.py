@@ -2,7 +2,7 @@
 IPv6 by /64; IPv4-mapped IPv6 addresses are their IPv4 client."""
 
 import pytest
-from appliance_plugins.flow_clients import client_group, in_networks, parse_networks
+from appliance_plugins.flow.clients import client_group, in_networks, parse_networks
 
 
 @pytest.mark.parametrize("ip,v4,v6,group", [

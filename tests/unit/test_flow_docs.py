@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 import attrs
-from appliance_plugins.flow_settings import FlowSettings
+from appliance_plugins.flow.settings import FlowSettings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

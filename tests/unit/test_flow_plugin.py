@@ -9,12 +9,12 @@ import textwrap
 
 import pytest
 from appliance_plugins.flow import FlowControl
-from appliance_plugins.flow_settings import FlowSettings
+from appliance_plugins.flow.settings import FlowSettings
 
 from appliance.config import PluginConfig, State, load_config
-from appliance.context import SessionContext, Transaction, core_set
+from appliance.hooks.verdict import Action
+from appliance.mail.context import SessionContext, Transaction, core_set
 from appliance.state import open_counters
-from appliance.verdict import Action
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 from appliance_plugins.geoip import GeoIPArea, GeoIPPlugin
-from appliance_plugins.geoip_database import client_address, is_private
+from appliance_plugins.geoip.database import client_address, is_private
 
 from appliance.config import AppConfig, ConfigError, Listener, load_config
-from appliance.context import SessionContext
-from appliance.verdict import Action
+from appliance.hooks.verdict import Action
+from appliance.mail.context import SessionContext
 from tests.mmdb import write_country_db
 
 

@@ -6,7 +6,7 @@ import time
 import gevent
 import pytest
 
-from appliance.plugin import GroupCall
+from appliance.hooks.plugin import GroupCall
 
 
 def test_items_submitted_meanwhile_are_grouped_and_results_routed():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from appliance.headers import Headers
+from appliance.mail.headers import Headers
 
 RAW = (b"Received: from a\r\n\tby b; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
        b"Subject: caf\xc3\xa9\r\nX-Two: one\r\nx-two: two\r\n")

@@ -1,5 +1,5 @@
 """The HTTP hooks' JSON: requests built from real contexts, responses checked
-completely before anything is applied (plugins/http_hooks_codec.py)."""
+completely before anything is applied (plugins/http_hooks/codec.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 import pytest
 from appliance_plugins.http_hooks import _refusal
-from appliance_plugins.http_hooks_codec import (
+from appliance_plugins.http_hooks.codec import (
     BadResponse,
     Modification,
     Reply,
@@ -17,9 +17,9 @@ from appliance_plugins.http_hooks_codec import (
 )
 
 from appliance import Action, Verdict
-from appliance.context import Recipient, SessionContext, TLSInfo, Transaction
-from appliance.headers import Headers
-from appliance.message import Body, Message
+from appliance.mail.context import Recipient, SessionContext, TLSInfo, Transaction
+from appliance.mail.headers import Headers
+from appliance.mail.message import Body, Message
 
 
 def session(**kw) -> SessionContext:

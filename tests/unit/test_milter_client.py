@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from appliance.context import Recipient, SessionContext, TLSInfo, Transaction, core_set
-from appliance.headers import Headers
-from appliance.message import Body, Message
-from appliance.milter import MilterChain, MilterSpec
-from appliance.milter.client import MilterClient, MilterFailure
+from appliance.clients.milter import MilterChain, MilterSpec
+from appliance.clients.milter.client import MilterClient, MilterFailure
+from appliance.mail.context import Recipient, SessionContext, TLSInfo, Transaction, core_set
+from appliance.mail.headers import Headers
+from appliance.mail.message import Body, Message
 
 
 def frame(cmd: bytes, data: bytes = b"") -> bytes:

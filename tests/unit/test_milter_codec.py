@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from appliance.milter import codec, parse_socket
-from appliance.milter.codec import Decision, Modification, Response
+from appliance.clients.milter import codec, parse_socket
+from appliance.clients.milter.codec import Decision, Modification, Response
 
 # --- MTA to milter -----------------------------------------------------------------------
 

@@ -11,9 +11,9 @@ import pytest
 from attrs.exceptions import FrozenAttributeError
 
 from appliance import cli
-from appliance.context import Recipient, SessionContext, Transaction, core_set
-from appliance.headers import Headers
-from appliance.message import SPILL_THRESHOLD, Body, Message
+from appliance.mail.context import Recipient, SessionContext, Transaction, core_set
+from appliance.mail.headers import Headers
+from appliance.mail.message import SPILL_THRESHOLD, Body, Message
 from appliance.spool import Spool, envelope
 
 
@@ -175,8 +175,8 @@ def test_message_not_quarantined_has_null():
 
 def test_milter_changes_the_core_refuses_are_skipped(tmp_path, caplog):
     """A milter's bad change is logged and skipped; the good ones still apply."""
-    from appliance.milter.apply import apply_modifications
-    from appliance.milter.codec import Modification
+    from appliance.clients.milter.apply import apply_modifications
+    from appliance.clients.milter.codec import Modification
 
     m, t = message(tmp_path), tx()
     done = apply_modifications([

@@ -1,4 +1,4 @@
-"""``appliance.plugin.per_listener`` with the real config loader: what a plugin that
+"""``appliance.hooks.plugin.per_listener`` with the real config loader: what a plugin that
 owns an area gets for each listener, and how often its compile step runs."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from attrs import field, frozen
 
 from appliance.config import load_config
-from appliance.context import SessionContext
-from appliance.plugin import per_listener
+from appliance.hooks.plugin import per_listener
+from appliance.mail.context import SessionContext
 
 
 @frozen(kw_only=True)

@@ -9,8 +9,8 @@ from attrs import evolve
 
 from appliance import Verdict, hookimpl
 from appliance.config import PluginConfig
-from appliance.context import SessionContext, Transaction
-from appliance.pluginhost import PluginHost, discover
+from appliance.hooks.host import PluginHost, discover
+from appliance.mail.context import SessionContext, Transaction
 
 
 class Says:

@@ -1,5 +1,5 @@
 """The Postfix policy delegation codec with plain bytes, and the access(5) action
-grammar mapped to verdicts (plugins/policy_codec.py, plugins/policy.py)."""
+grammar mapped to verdicts (appliance/clients/policy/codec.py, plugins/policy.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import socket
 
 import pytest
 from appliance_plugins.policy import to_verdict
-from appliance_plugins.policy_codec import (
+
+from appliance import Action, Verdict
+from appliance.clients.endpoints import parse_socket
+from appliance.clients.policy.codec import (
     MAX_REPLY,
     PolicyAction,
     PolicyProtocolError,
@@ -15,9 +18,6 @@ from appliance_plugins.policy_codec import (
     encode_request,
     parse_action,
 )
-
-from appliance import Action, Verdict
-from appliance.endpoints import parse_socket
 
 # --- requests ---------------------------------------------------------------------
 

@@ -4,14 +4,14 @@ in memory: every accepted form and every error naming the line."""
 from __future__ import annotations
 
 import pytest
-from appliance_plugins.relay_recipients import (
+from appliance_plugins.relay.recipients import (
     RecipientsFileError,
     is_address,
     parse_recipients,
     read_domains,
 )
 
-from appliance.context import RecipientInfo
+from appliance.mail.context import RecipientInfo
 
 
 def test_entries_aliases_and_catch_all():

@@ -1,4 +1,4 @@
-"""The Dovecot auth-protocol client on its own (appliance/sasl/dovecot.py), against
+"""The Dovecot auth-protocol client on its own (appliance/clients/dovecot.py), against
 the real private Dovecot of tests/dovecot_fixture.py: one shared connection,
 requests multiplexed by id, cancelled requests, Dovecot down."""
 
@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from appliance.sasl import CredentialsBackend, Failure, SASLOptions, Success
-from appliance.sasl.dovecot import (
+from appliance.clients.dovecot import (
     RETRY_AFTER,
     DovecotAuth,
     DovecotMechanism,
@@ -20,6 +19,7 @@ from appliance.sasl.dovecot import (
     request_params,
     unescape,
 )
+from appliance.sasl import CredentialsBackend, Failure, SASLOptions, Success
 from tests.dovecot_fixture import PASSWORD, USER
 
 OPTIONS = SASLOptions(backend=CredentialsBackend(), hostname="mx.test.example")

@@ -8,8 +8,8 @@ from appliance_plugins.reverse_dns import NoName, ReverseDnsArea, ReverseDnsPlug
 from appliance_plugins.sender_mx import sender_mx
 
 from appliance.config import AppConfig, Listener
-from appliance.context import SessionContext
 from appliance.dns import Resolver
+from appliance.mail.context import SessionContext
 from tests.dns_fixture import stall_name
 
 

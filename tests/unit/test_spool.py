@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from appliance.headers import Headers
-from appliance.message import SPILL_THRESHOLD, Message, MessageReader
+from appliance.mail.headers import Headers
+from appliance.mail.message import SPILL_THRESHOLD, Message, MessageReader
 from appliance.spool import Spool, new_queue_id
 
 

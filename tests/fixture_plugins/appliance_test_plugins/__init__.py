@@ -7,7 +7,7 @@ import time
 from attrs import field, frozen
 
 from appliance import Duration, PluginConfig, Verdict, hookimpl
-from appliance.verdict import Action
+from appliance.hooks.verdict import Action
 
 EVENTS = ("connect", "ehlo", "mail_from", "rcpt_to", "data_start", "headers_received",
           "message")

@@ -14,8 +14,8 @@ import os
 import tempfile
 from typing import BinaryIO
 
-from .headers import Headers
-from .protocol import Reply
+from appliance.mail.headers import Headers
+from appliance.protocol import Reply
 
 #: Body bytes kept in memory before spilling to a staging file.
 SPILL_THRESHOLD = 256 * 1024

@@ -1,6 +1,6 @@
 """Flow control and error control: limits per client, user and sender domain.
 
-Counted in the shared counters (``appliance.counters``) so that they hold for the
+Counted in the shared counters (``appliance.state.counters``) so that they hold for the
 whole appliance, every worker and, with the Redis store, every instance. Connection
 limits refuse at connect with 421 4.7.0 and close; message and recipient rates
 answer 451 4.7.1 at MAIL and RCPT; too many bad recipients or auth failures in one
@@ -19,12 +19,12 @@ from attrs import define, field
 
 from appliance import Verdict, hookimpl
 from appliance.config.units import format_duration
-from appliance.context import TraceEntry
-from appliance.counters import StoreUnavailable
-from appliance.plugin import PerListener, per_listener
+from appliance.hooks.plugin import PerListener, per_listener
+from appliance.mail.context import TraceEntry
+from appliance.state.counters import StoreUnavailable
 
-from .flow_clients import Network, client_group, in_networks, parse_networks
-from .flow_settings import FlowSettings, RateLimit
+from .clients import Network, client_group, in_networks, parse_networks
+from .settings import FlowSettings, RateLimit
 
 log = logging.getLogger("smtp_appliance.flow")
 

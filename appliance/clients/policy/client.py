@@ -12,9 +12,8 @@ from __future__ import annotations
 import socket
 import time
 
-from appliance.endpoints import parse_socket
-
-from .policy_codec import PolicyProtocolError, ReplyReader, encode_request
+from appliance.clients.endpoints import parse_socket
+from appliance.clients.policy.codec import PolicyProtocolError, ReplyReader, encode_request
 
 #: Idle connections kept per server; a burst beyond this opens and closes.
 MAX_IDLE_CONNECTIONS = 16

@@ -7,7 +7,7 @@ connection (iprev, a DNSBL) goes in ``session.auth_results`` and is reported in
 every message of the session; one about a message (spf, dkim, dmarc) goes in
 ``transaction.auth_results``::
 
-    from appliance.authresults import AuthResult
+    from appliance.mail.authresults import AuthResult
     transaction.auth_results.append(AuthResult(
         "spf", "pass", properties={"smtp.mailfrom": "alice@example.org"}))
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from attrs import field, frozen
 
-from .headers import Headers
+from appliance.mail.headers import Headers
 
 __all__ = ["AuthResult", "add_fields", "authserv_id_of", "format_value"]
 

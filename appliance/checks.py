@@ -24,7 +24,7 @@ import attrs
 
 from appliance import Action, Verdict, hookimpl
 from appliance.config import Check
-from appliance.plugin import PerListener, per_listener
+from appliance.hooks.plugin import PerListener, per_listener
 
 ActionName = Literal["accept", "continue", "reject", "tmpreject", "discard", "abort"]
 _CODE = Check(lambda v: v == 0 or 200 <= v <= 599, "an SMTP reply code from 200 to 599 (0 = "

@@ -2,7 +2,7 @@
 each listener's settings of an area the plugin owns.
 
 A plugin is a class (or module) with methods marked ``@hookimpl`` and named
-after hooks in :mod:`appliance.hookspecs`; it is announced to the appliance by
+after hooks in :mod:`appliance.hooks.specs`; it is announced to the appliance by
 an entry point in the ``smtp_appliance`` group of its distribution::
 
     [project.entry-points.smtp_appliance]
@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import pluggy
 from attrs import define, field
 
-from .hookspecs import NAME
+from appliance.hooks.specs import NAME
 
 hookimpl = pluggy.HookimplMarker(NAME)
 

@@ -30,7 +30,7 @@ from appliance.config import Check, FilePath
 from appliance.netlist import ENTRY_EXPECTED, ListFileError, NetList, is_entry, parse_texts
 from appliance.netlist import read_file as read_networks
 
-from .relay_recipients import (
+from .recipients import (
     DOMAIN_EXPECTED,
     RecipientsFileError,
     RecipientTable,

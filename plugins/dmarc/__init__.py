@@ -1,5 +1,5 @@
 """DMARC at the end of data (RFC 7489): the From: domain's policy, evaluated with
-the SPF result the spf plugin recorded and the DKIM results of ``plugins/dkim.py``,
+the SPF result the spf plugin recorded and the DKIM results of ``plugins/dkim/``,
 reported in Authentication-Results and applied per ``[dmarc]``: by default
 ``p=reject`` is refused with 550 5.7.1 and ``p=quarantine`` held in the quarantine.
 
@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
+from appliance_plugins.dkim import DkimArea, auth_results_of, signatures
 from attrs import frozen
 
 from appliance import AuthResult, PluginConfig, Verdict, hookimpl
 from appliance.config import Check, Duration
-from appliance.context import TraceEntry
-from appliance.plugin import PerListener, per_listener
+from appliance.hooks.plugin import PerListener, per_listener
+from appliance.mail.context import TraceEntry
 
-from .dkim import DkimArea, auth_results_of, signatures
-from .dmarc_policy import Outcome, evaluate
+from .policy import Outcome, evaluate
 
 log = logging.getLogger("smtp_appliance.dmarc")
 

@@ -1,6 +1,6 @@
 """The hooks: the public plugin API of smtp-appliance.
 
-Every verdict hook returns a :class:`~appliance.verdict.Verdict` or ``None``.
+Every verdict hook returns a :class:`~appliance.hooks.verdict.Verdict` or ``None``.
 Plugins are asked in priority order (``[plugins.NAME] priority``, lower first);
 the first verdict that is not ``continue`` decides and later plugins are not
 asked. ``None`` means "no opinion". A plugin that raises or overruns
@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .config import AppConfig
-    from .context import Recipient, RecipientInfo, SessionContext, Transaction
-    from .counters import Counters
-    from .dns import Resolver
-    from .headers import Headers
-    from .message import Message
-    from .pluginhost import OtherPlugins
-    from .sasl import CredentialsBackend, MechanismFactory
-    from .spool import Spool
-    from .verdict import Verdict
+    from appliance.config import AppConfig
+    from appliance.dns import Resolver
+    from appliance.hooks.host import OtherPlugins
+    from appliance.hooks.verdict import Verdict
+    from appliance.mail.context import Recipient, RecipientInfo, SessionContext, Transaction
+    from appliance.mail.headers import Headers
+    from appliance.mail.message import Message
+    from appliance.sasl import CredentialsBackend, MechanismFactory
+    from appliance.spool import Spool
+    from appliance.state.counters import Counters
 
 NAME = "smtp_appliance"
 
@@ -223,7 +223,7 @@ def on_configure(
     :param config: the whole validated configuration
     :param spool: the spool of ``[queue]`` (staging area and default store)
     :param counters: the shared counters of ``[server.state]`` (windows, gauges,
-        bans; see ``appliance.counters``): the same object across reloads unless
+        bans; see ``appliance.state.counters``): the same object across reloads unless
         ``[server.state]`` changed
     :param hooks: asks the other plugins: ``hooks.first("lookup_recipient",
         session=..., transaction=..., address=...)`` returns (first answer or

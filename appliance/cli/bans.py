@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .counters import StoreUnavailable
+from appliance.state.counters import StoreUnavailable
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -29,8 +29,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 def open_store(config: Any) -> Any:
     """The configured store, without any fallback: failures raise StoreUnavailable."""
-    from .state import control_path, open_counters
-    from .state.control import ControlClient
+    from appliance.state import control_path, open_counters
+    from appliance.state.control import ControlClient
 
     settings = config.server.state
     if settings.backend == "redis":

@@ -16,9 +16,9 @@ from typing import BinaryIO
 
 from attrs import field, frozen
 
-from ..endpoints import parse_socket
-from . import codec
-from .codec import Decision, Modification, Negotiated
+from appliance.clients.endpoints import parse_socket
+from appliance.clients.milter import codec
+from appliance.clients.milter.codec import Decision, Modification, Negotiated
 
 
 class MilterFailure(Exception):

@@ -22,10 +22,10 @@ from attrs import Attribute, define, field, frozen
 
 from appliance import PluginConfig, Verdict, hookimpl
 from appliance.config import Check, FilePath
-from appliance.context import SessionContext, TraceEntry
-from appliance.plugin import PerListener, per_listener
+from appliance.hooks.plugin import PerListener, per_listener
+from appliance.mail.context import SessionContext, TraceEntry
 
-from .geoip_database import (
+from .database import (
     FOUND,
     NO_DATABASE,
     PRIVATE,

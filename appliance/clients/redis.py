@@ -18,7 +18,7 @@ Sentinel-managed one), not Redis Cluster.
 Every call has ``[server.state] timeout``; after a failure Redis is tried again
 at most once per ``retry_interval``, so a dead Redis delays one call per interval,
 not every session. Meanwhile calls fail open (to the local table) or closed
-(:class:`~appliance.counters.StoreUnavailable`), as each caller asks.
+(:class:`~appliance.state.counters.StoreUnavailable`), as each caller asks.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .. import logs
-from ..config import State
-from ..counters import SLICES, StoreUnavailable
+from appliance import logs
+from appliance.config import State
+from appliance.state.counters import SLICES, StoreUnavailable
 
 __all__ = ["RedisCounters"]
 
@@ -97,7 +97,7 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
 class RedisCounters:
-    """:class:`~appliance.counters.Counters` in Redis, with a local fallback."""
+    """:class:`~appliance.state.counters.Counters` in Redis, with a local fallback."""
 
     def __init__(self, settings: State, fallback: Any | None) -> None:
         self.settings = settings

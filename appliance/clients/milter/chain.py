@@ -16,14 +16,14 @@ from typing import Any
 
 from attrs import define, frozen
 
-from ..verdict import Action, Verdict
-from . import codec
-from .apply import apply_modifications, header_value_out
-from .client import MilterClient, MilterFailure, MilterSpec
-from .codec import Decision
-from .macros import DEFAULT_MACROS, macro_values
+from appliance.clients.milter import codec
+from appliance.clients.milter.apply import apply_modifications, header_value_out
+from appliance.clients.milter.client import MilterClient, MilterFailure, MilterSpec
+from appliance.clients.milter.codec import Decision
+from appliance.clients.milter.macros import DEFAULT_MACROS, macro_values
+from appliance.hooks.verdict import Action, Verdict
 
-log = logging.getLogger("appliance.milter")
+log = logging.getLogger("appliance.clients.milter")
 
 _ORDER = {"connect": 0, "helo": 1, "mail": 2, "rcpt": 3, "data": 4, "message": 5}
 _SESSION_STAGES = ("connect", "helo")

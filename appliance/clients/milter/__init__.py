@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .chain import FilterResult, MilterChain
-from .client import MilterClient, MilterFailure, MilterSpec, parse_socket
+from appliance.clients.milter.chain import FilterResult, MilterChain
+from appliance.clients.milter.client import MilterClient, MilterFailure, MilterSpec, parse_socket
 
 #: The key of the session's chain in ``session.stash``.
 STASH_KEY = "milter"

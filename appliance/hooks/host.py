@@ -25,11 +25,11 @@ from typing import Any
 import pluggy
 from attrs import define, field
 
-from . import hookspecs
-from .config import PluginConfig
-from .config.areas import area_problem
-from .context import SessionContext, TraceEntry, Transaction
-from .verdict import Action, Verdict
+from appliance.config import PluginConfig
+from appliance.config.areas import area_problem
+from appliance.hooks import specs as hookspecs
+from appliance.hooks.verdict import Action, Verdict
+from appliance.mail.context import SessionContext, TraceEntry, Transaction
 
 log = logging.getLogger("smtp_appliance.plugins")
 
@@ -306,7 +306,7 @@ def _check_known_hooks(pm: pluggy.PluginManager, name: str) -> None:
         caller = getattr(pm.hook, hook_name)
         if caller.spec is None and any(i.plugin_name == name for i in caller.get_hookimpls()):
             raise pluggy.PluginValidationError(
-                pm.get_plugin(name), f"unknown hook {hook_name!r} (not in appliance.hookspecs)"
+                pm.get_plugin(name), f"unknown hook {hook_name!r} (not in appliance.hooks.specs)"
             )
 
 

@@ -3,7 +3,7 @@ verified (dkimpy, keys looked up through the appliance's resolver) and reported 
 Authentication-Results (``dkim=pass header.d=example.org ...``).
 
 The plugin owns the ``[dkim]`` area (per listener in ``[listeners.NAME.dkim]``).
-It refuses nothing by itself: DMARC (``plugins/dmarc.py``) decides what a failed
+It refuses nothing by itself: DMARC (``plugins/dmarc/``) decides what a failed
 signature means, from the results kept here for the message.
 """
 
@@ -17,9 +17,9 @@ from attrs import frozen
 
 from appliance import AuthResult, PluginConfig, hookimpl
 from appliance.config import Check, Duration, Size
-from appliance.plugin import PerListener, per_listener
+from appliance.hooks.plugin import PerListener, per_listener
 
-from .dkim_verify import Signature, verify
+from .verify import Signature, verify
 
 log = logging.getLogger("smtp_appliance.dkim")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from attrs import asdict, define, field, frozen, setters
 
-from .headers import Headers
+from appliance.mail.headers import Headers
 
 _RO = {"on_setattr": setters.frozen}
 
@@ -110,7 +110,7 @@ class SessionContext:
     stash: dict[str, Any] = field(factory=dict)
     trace: list[TraceEntry] = field(factory=list, **_RO)
     #: Results about the connection (iprev) for Authentication-Results:
-    #: append ``appliance.authresults.AuthResult``s; reported in every message.
+    #: append ``appliance.mail.authresults.AuthResult``s; reported in every message.
     auth_results: list[Any] = field(factory=list, **_RO)
 
     @property
@@ -220,7 +220,7 @@ class Transaction:
     quarantine_reason: str | None = field(default=None, **_RO)
     trace: list[TraceEntry] = field(factory=list, **_RO)
     #: Results about this message (spf, dkim, dmarc) for Authentication-Results:
-    #: append ``appliance.authresults.AuthResult``s.
+    #: append ``appliance.mail.authresults.AuthResult``s.
     auth_results: list[Any] = field(factory=list, **_RO)
     _extra_rcpts: list[Recipient] = field(factory=list, alias="_extra_rcpts", **_RO)
     _discard_current: bool = field(default=False, alias="_discard_current", **_RO)

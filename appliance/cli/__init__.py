@@ -7,10 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import cli_bans, cli_users
-from .config import ConfigError, check_config, describe_listener, load_config
-from .pluginhost import PluginHost, discover, loader_inputs
-from .spool import Spool
+from appliance.cli import bans as cli_bans
+from appliance.cli import users as cli_users
+from appliance.config import ConfigError, check_config, describe_listener, load_config
+from appliance.hooks.host import PluginHost, discover, loader_inputs
+from appliance.spool import Spool
 
 DEFAULT_CONFIG_DIR = "/etc/smtp-appliance/conf.d"
 
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     config_dir = args.config_dir_sub or args.config_dir
     found = discover()
     if args.command == "serve":
-        from .server.server import serve
+        from appliance.server.server import serve
 
         try:
             return serve(config_dir, found)

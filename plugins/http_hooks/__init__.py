@@ -18,10 +18,10 @@ from attrs import define, field, frozen
 
 from appliance import PluginConfig, Verdict, hookimpl
 from appliance.config import Check, Duration, Size
-from appliance.plugin import PerListener, per_listener
-from appliance.verdict import Action
+from appliance.hooks.plugin import PerListener, per_listener
+from appliance.hooks.verdict import Action
 
-from .http_hooks_codec import (
+from .codec import (
     BadResponse,
     HookResponse,
     Modification,

@@ -8,9 +8,9 @@ import re
 import tempfile
 from typing import Any
 
-from .codec import Modification
+from appliance.clients.milter.codec import Modification
 
-log = logging.getLogger("appliance.milter")
+log = logging.getLogger("appliance.clients.milter")
 
 _NEWLINE = re.compile(r"\r?\n")
 

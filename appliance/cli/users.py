@@ -20,9 +20,9 @@ from pathlib import Path
 
 from attrs import frozen
 
-from .config import ConfigError
-from .sasl.keys import SCRAM_ITERATIONS
-from .sasl.users import (
+from appliance.config import ConfigError
+from appliance.sasl.keys import SCRAM_ITERATIONS
+from appliance.sasl.users import (
     DEFAULT_USERS_FILE,
     PASSWORD_SCHEMES,
     UsersFile,

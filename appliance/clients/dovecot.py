@@ -20,9 +20,9 @@ import weakref
 from collections.abc import Callable
 from typing import ClassVar
 
-from ..endpoints import parse_socket
-from .mechanism import Mechanism, SASLOptions
-from .steps import BackendUnavailable, Challenge, Failure, Step, Success
+from appliance.clients.endpoints import parse_socket
+from appliance.sasl.mechanism import Mechanism, SASLOptions
+from appliance.sasl.steps import BackendUnavailable, Challenge, Failure, Step, Success
 
 PROTOCOL_MAJOR, PROTOCOL_MINOR = 1, 2
 MAX_LINE = 65536  # Dovecot expects lines to fit 16 KiB; be generous, but bounded
