@@ -16,10 +16,17 @@ from typing import Annotated, Any, Literal
 import urllib3
 from attrs import define, field, frozen
 
-from appliance import PluginConfig, Verdict, hookimpl
-from appliance.config import Check, Duration, Size
-from appliance.hooks.plugin import PerListener, per_listener
-from appliance.hooks.verdict import Action
+from appliance import (
+    Action,
+    Check,
+    Duration,
+    PerListener,
+    PluginConfig,
+    Size,
+    Verdict,
+    hookimpl,
+    per_listener,
+)
 
 from .codec import (
     BadResponse,
