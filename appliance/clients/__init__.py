@@ -1,7 +1,7 @@
 """Clients of the external services the appliance talks to: milters (``milter/``),
-Postfix policy servers (``policy/``), Dovecot's auth service (``dovecot``), Redis
-(``redis``, the shared counters' backend); every peer address in one syntax
-(``endpoints``).
+Postfix policy servers (``policy/``), Dovecot's auth service (``dovecot``), web
+services answering JSON (``http``), Redis (``redis``, the shared counters'
+backend); every peer address in one syntax (``endpoints``).
 
 What plugins may use is exported here (a public module: docs/plugins.md); the
 submodules are internal. Names are resolved lazily, like :mod:`appliance`.
@@ -22,6 +22,8 @@ _EXPORTS = {
     "DovecotAuth": "appliance.clients.dovecot",
     "DovecotMechanism": "appliance.clients.dovecot",
     "request_params": "appliance.clients.dovecot",
+    "HttpClient": "appliance.clients.http",
+    "HttpFailed": "appliance.clients.http",
     "PolicyClient": "appliance.clients.policy.client",
     "PolicyUnavailable": "appliance.clients.policy.client",
     "PolicyAction": "appliance.clients.policy.codec",
