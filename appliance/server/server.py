@@ -24,8 +24,9 @@ from appliance.config import ConfigError
 from appliance.dns import ResolverKeeper
 from appliance.hooks.host import Discovered
 from appliance.protocol import Reply
+from appliance.server.replies import Shutdown
 from appliance.server.runtime import Runtime, build_runtime
-from appliance.server.session import Session, Shutdown
+from appliance.server.session import Session
 from appliance.state import StateKeeper, control_path
 
 TOO_BUSY = Reply(421, "4.3.2", "Too many connections, try again later")
