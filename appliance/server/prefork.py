@@ -1,6 +1,10 @@
 """Pre-fork (as gunicorn does): the parent binds the listening sockets and forks
 workers that share them; it then only supervises them, respawning a worker that
-dies and forwarding signals."""
+dies and forwarding signals.
+
+A worker is a fork of the supervisor, so the supervisor reloads its own runtime
+on SIGHUP too: a worker respawned after a reload starts with the current
+configuration, not the one the server started with."""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class Worker(Protocol):
     state: StateKeeper
 
     def serve(self) -> None: ...
+    def reload(self, quiet: bool = False) -> None: ...
 
 
 def supervise(server: Worker, workers: int) -> int:
@@ -30,6 +35,7 @@ def supervise(server: Worker, workers: int) -> int:
     one that dies; forward SIGTERM, SIGINT (as SIGTERM) and SIGHUP to them all."""
     server.share = workers
     children: dict[int, int] = {}
+    handlers: list = []  # the supervisor's signal handlers, not a worker's
     # The counters table is shared memory: made now, every worker counts in it.
     server.state.prefork(workers)
 
@@ -37,6 +43,8 @@ def supervise(server: Worker, workers: int) -> int:
         pid = os.fork()
         if pid == 0:
             gevent.reinit()
+            for handler in handlers:  # else the worker's own (reload, drain) never run
+                handler.cancel()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             try:
@@ -60,9 +68,11 @@ def supervise(server: Worker, workers: int) -> int:
                 os.kill(pid, signal.SIGTERM if sig == signal.SIGINT else sig)
             except ProcessLookupError:
                 pass
+        if sig == signal.SIGHUP:
+            server.reload(quiet=True)  # each worker logs its own reload
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        gevent.signal_handler(sig, forward, sig)
+        handlers.append(gevent.signal_handler(sig, forward, sig))
 
     while children:
         try:

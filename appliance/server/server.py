@@ -117,23 +117,27 @@ class Server:
 
     # --- signals -------------------------------------------------------------------------
 
-    def reload(self) -> None:
+    def reload(self, quiet: bool = False) -> None:
+        """A new runtime from the config dir for new sessions; ``quiet``: no log
+        lines (the pre-fork supervisor, whose workers log their own)."""
         try:
             new = build_runtime(self.config_dir, self.found, self.state, self.dns)
         except (ConfigError, OSError, ValueError) as exc:
-            logs.event("reload_refused", level=40, error=str(exc).replace("\n", "; "))
+            if not quiet:
+                logs.event("reload_refused", level=40, error=str(exc).replace("\n", "; "))
             return
         moved = [n for n, lr in new.listeners.items()
                  if n not in self.runtime.listeners
                  or (lr.config.address, lr.config.port)
                  != (self.runtime.listeners[n].config.address,
                      self.runtime.listeners[n].config.port)]
-        if moved:
+        if moved and not quiet:
             logs.event("reload_listeners_unchanged", level=30, listeners=",".join(moved),
                        note="new or moved listeners take effect after a restart")
         new.spool.prepare()
         self.runtime = new
-        logs.event("reloaded", config_dir=str(self.config_dir))
+        if not quiet:
+            logs.event("reloaded", config_dir=str(self.config_dir))
 
     def stop(self) -> None:
         """Stop accepting; 421 to idle sessions; let sessions in DATA finish within
