@@ -281,8 +281,10 @@ class Transaction:
         self._extra_rcpts.clear()
 
     def end_recipient(self) -> None:
-        """RCPT TO answered, accepted or not (the core): no recipient is current."""
+        """RCPT TO answered, accepted or not (the core): no recipient is current, and
+        what plugins added for a refused one is dropped with it."""
         core_set(self, "current_rcpt", None)
+        self._extra_rcpts.clear()
 
     def remove_recipient(self, address: str) -> bool:
         """Drop an already accepted recipient (end-of-data filters). The exact
