@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,8 +51,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The exit status of a command whose reader went away: what a shell reports for a
+#: command killed by SIGPIPE (128 + 13), as ``ls | head`` or ``git log | head`` give.
+BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _run(args)
+    try:
+        status = _run(args)
+        sys.stdout.flush()  # a late EPIPE here, not at interpreter exit
+    except BrokenPipeError:
+        # ``queue list | head``: stop quietly. The rest of the output goes to
+        # /dev/null so that Python's own flush at exit cannot fail again (the Python
+        # docs' recipe, "Note on SIGPIPE" in the signal module).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     config_dir = args.config_dir_sub or args.config_dir
     found = discover()
     if args.command == "serve":
