@@ -53,13 +53,14 @@ class SMTPConnection:
             ``BODY=BINARYMIME`` is refused with 555 5.5.4.
         bare_linefeed: ``"reject"`` or ``"normalize"`` bare CR/LF in DATA text.
         max_command_line: octets per command line including CRLF (RFC 5321 4.5.3.1.4).
-        max_text_line: octets per DATA text line including CRLF (4.5.3.1.6).
+        max_text_line: octets per DATA text line including CRLF (4.5.3.1.6); ``None``:
+            no limit (Postfix's smtpd takes any length; memory stays bounded).
         max_auth_line: octets per AUTH exchange line including CRLF (RFC 4954 4).
     """
 
     def __init__(self, *, tls_active: bool = False, smtputf8: bool = True,
                  binarymime: bool = False, bare_linefeed: str = "reject",
-                 max_command_line: int = 512, max_text_line: int = 1000,
+                 max_command_line: int = 512, max_text_line: int | None = 1000,
                  max_auth_line: int = 12288) -> None:
         if bare_linefeed not in ("reject", "normalize"):
             raise ValueError(f"bare_linefeed must be 'reject' or 'normalize', "
@@ -67,7 +68,7 @@ class SMTPConnection:
         for name, value in (("max_command_line", max_command_line),
                             ("max_text_line", max_text_line),
                             ("max_auth_line", max_auth_line)):
-            if value < 8:
+            if value is not None and value < 8:
                 raise ValueError(f"{name} must be at least 8, not {value}")
         self._offered = Offered(smtputf8=smtputf8, binarymime=binarymime)
         self._normalize = bare_linefeed == "normalize"
