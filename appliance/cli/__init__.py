@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,19 +15,28 @@ from appliance.hooks.host import PluginHost, discover, loader_inputs
 from appliance.spool import Spool
 
 DEFAULT_CONFIG_DIR = "/etc/smtp-appliance/conf.d"
+CONFIG_DIR_HELP = f"directory of *.toml files (default {DEFAULT_CONFIG_DIR})"
+SPOOL_HELP = "spool directory (default: [queue] directory)"
+
+
+def _also_after(parsers, flag: str, dest: str, text: str) -> None:
+    """Let ``flag`` of an outer command also come after the subcommand, as admins type
+    it, and show it in every subcommand's help. Its own ``dest``: a subcommand's
+    default would otherwise overwrite a value given before the subcommand."""
+    for sp in parsers:
+        sp.add_argument(flag, dest=dest, default=None, metavar="DIR", help=text)
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="smtp-appliance", description=__doc__)
-    p.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR,
-                   help=f"directory of *.toml files (default {DEFAULT_CONFIG_DIR})")
+    p.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR", help=CONFIG_DIR_HELP)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the server in the foreground")
     cc = sub.add_parser("check-config", help="validate the configuration and summarise it")
     cc.add_argument("--listener", help="print the effective settings of this listener")
     sub.add_parser("plugins", help="list installed plugins, their hooks and order")
     q = sub.add_parser("queue", help="inspect the spool (list, show, delete, count)")
-    q.add_argument("--spool", help="spool directory (default: [queue] directory)")
+    q.add_argument("--spool", metavar="DIR", help=SPOOL_HELP)
     qs = q.add_subparsers(dest="action", required=True)
     ql = qs.add_parser("list")
     ql.add_argument("--json", action="store_true")
@@ -35,16 +45,35 @@ def _parser() -> argparse.ArgumentParser:
         qs.add_parser(name).add_argument("queue_id")
     us = cli_users.add_parser(sub)
     bs = cli_bans.add_parser(sub)
-    # Let --config-dir also come after the subcommand, as admins type it.
-    for sp in (*sub.choices.values(), *qs.choices.values(), *us.choices.values(),
-               *bs.choices.values()):
-        sp.add_argument("--config-dir", dest="config_dir_sub", default=None,
-                        help=argparse.SUPPRESS)
+    _also_after((*sub.choices.values(), *qs.choices.values(), *us.choices.values(),
+                 *bs.choices.values()), "--config-dir", "config_dir_sub", CONFIG_DIR_HELP)
+    _also_after(qs.choices.values(), "--spool", "spool_sub", SPOOL_HELP)
     return p
+
+
+#: The exit status of a command whose reader went away: what a shell reports for a
+#: command killed by SIGPIPE (128 + 13), as ``ls | head`` or ``git log | head`` give.
+BROKEN_PIPE = 141
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _run(args)
+    try:
+        status = _run(args)
+        sys.stdout.flush()  # a late EPIPE here, not at interpreter exit
+    except BrokenPipeError:
+        # ``queue list | head``: stop quietly. The rest of the output goes to
+        # /dev/null so that Python's own flush at exit cannot fail again (the Python
+        # docs' recipe, "Note on SIGPIPE" in the signal module).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return BROKEN_PIPE
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
     config_dir = args.config_dir_sub or args.config_dir
     found = discover()
     if args.command == "serve":
@@ -118,8 +147,8 @@ def _plugins(config_dir: str, found) -> int:
 
 
 def _queue(config_dir: str, found, args) -> int:
-    if args.spool:
-        spool = Spool(args.spool)
+    if args.spool_sub or args.spool:
+        spool = Spool(args.spool_sub or args.spool)
     else:
         try:
             spool = Spool(load_config(config_dir, **loader_inputs(found)).queue.directory)

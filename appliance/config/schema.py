@@ -93,6 +93,9 @@ _SNI_NAMES = Check(
 _POSITIVE_DURATION = Check(lambda value: value > 0, "a duration longer than 0s")
 _EXISTING_FILE = Check(_is_file_or_unset, "an existing file")
 _AT_LEAST_1_KIB = Check(lambda value: value >= 1024, 'a size of at least "1 KiB"')
+#: RFC 5321 4.5.3.1.6: a receiver must take lines of 1000 octets; 0 means no limit.
+_LINE_LENGTH = Check(lambda value: value == 0 or value >= 1000,
+                     "0 (no limit) or a size of at least 1000 B")
 SYSLOG_FACILITIES = (
     "kern user mail daemon auth syslog lpr news uucp cron authpriv ftp "
     "local0 local1 local2 local3 local4 local5 local6 local7"
@@ -205,6 +208,7 @@ class Limits:
     max_received_headers: Annotated[int, at_least(1)] = 30
     max_bad_commands: Annotated[int, at_least(1)] = 8
     max_header_size: Annotated[Size, _AT_LEAST_1_KIB] = Size("256 KiB")
+    max_message_line_length: Annotated[Size, _LINE_LENGTH] = Size(0)
     session_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("15m")
     command_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("120s")
     data_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("120s")

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
+
+from attrs import frozen
 
 from appliance.protocol._address import AddressError, check_mailbox, decode_xtext, split_path
 from appliance.protocol.events import (
@@ -49,6 +52,18 @@ _MECHANISM = re.compile(r"[A-Za-z0-9_-]{1,20}")  # RFC 4954 sasl-mech
 _ADDR_TYPE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")  # RFC 3461 addr-type (atom)
 
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+
+
+@frozen
+class Offered:
+    """What the EHLO reply advertises that changes how MAIL is parsed."""
+
+    smtputf8: bool = True  # RFC 6531: non-ASCII addresses and the SMTPUTF8 parameter
+    binarymime: bool = False  # RFC 3030 3: BODY=BINARYMIME
+
+    @property
+    def bodies(self) -> tuple[str, ...]:
+        return ("7BIT", "8BITMIME", "BINARYMIME") if self.binarymime else ("7BIT", "8BITMIME")
 
 
 class CommandError(Exception):
@@ -115,13 +130,12 @@ def _auth(verb: str, args: str, utf8: bool) -> Event:
     return Auth(words[0].upper(), words[1] if len(words) == 2 else None)
 
 
-def _mail(verb: str, args: str, smtputf8: bool) -> Event:
-    """``smtputf8``: the engine offers SMTPUTF8."""
+def _mail(verb: str, args: str, offered: Offered) -> Event:
     syntax = Reply(501, "5.5.2", "Syntax: MAIL FROM:<address>")
     path, rest = split_path(_after_colon(args, "FROM:", syntax), syntax)
-    if not path.isascii() and not smtputf8:
+    if not path.isascii() and not offered.smtputf8:
         raise CommandError(NEEDS_UTF8)
-    params = _mail_params(_split_params(rest), smtputf8)
+    params = _mail_params(_split_params(rest), offered)
     if not path:
         return Mail("", params)
     if not path.isascii() and not params.get("SMTPUTF8"):
@@ -148,7 +162,7 @@ def _after_colon(args: str, prefix: str, syntax: Reply) -> str:
     return rest[1:] if rest.startswith(" ") else rest  # one optional space
 
 
-PARSERS: dict[str, Callable[[str, str, bool], Event]] = {
+PARSERS: dict[str, Callable[[str, str, Any], Event]] = {
     "HELO": _helo,
     "EHLO": _helo,
     "MAIL": _mail,
@@ -165,10 +179,11 @@ PARSERS: dict[str, Callable[[str, str, bool], Event]] = {
 }
 
 
-def parse_command(verb: str, args: str, utf8: bool) -> Event:
-    """The event for an allowed ``verb`` (not BDAT); ``utf8`` as for _mail/_rcpt."""
+def parse_command(verb: str, args: str, context: Offered | bool) -> Event:
+    """The event for an allowed ``verb`` (not BDAT). ``context``: for MAIL what the
+    engine offers, for RCPT whether the transaction's MAIL carried SMTPUTF8."""
     try:
-        return PARSERS[verb](verb, args, utf8)
+        return PARSERS[verb](verb, args, context)
     except AddressError as exc:
         raise CommandError(exc.reply) from None
 
@@ -213,7 +228,7 @@ def _needs_value(key: str, value: str | None) -> str:
     return value
 
 
-def _mail_params(raw: dict[str, str | None], smtputf8: bool) -> dict:
+def _mail_params(raw: dict[str, str | None], offered: Offered) -> dict:
     params: dict = {}
     for key, value in raw.items():
         if key == "SIZE":
@@ -222,10 +237,12 @@ def _mail_params(raw: dict[str, str | None], smtputf8: bool) -> dict:
             params[key] = int(value)
         elif key == "BODY":
             body = _needs_value(key, value).upper()
-            if body not in ("7BIT", "8BITMIME", "BINARYMIME"):
-                raise _bad_param("BODY must be 7BIT, 8BITMIME or BINARYMIME")
+            if body not in offered.bodies:
+                # RFC 5321 4.1.1.11: a parameter the server cannot implement is 555;
+                # BINARYMIME only when EHLO advertised it (RFC 3030 3).
+                raise CommandError(Reply(555, "5.5.4", f"BODY={value[:20]} not supported"))
             params[key] = body
-        elif key == "SMTPUTF8" and smtputf8:
+        elif key == "SMTPUTF8" and offered.smtputf8:
             if value is not None:
                 raise _bad_param("SMTPUTF8 takes no value")
             params[key] = True

@@ -12,7 +12,7 @@ DATA framing rules (RFC 5321 4.1.1.4, 4.5.2; the 2023 "SMTP smuggling" advisorie
 * A bare CR or bare LF is an error under "reject" (DataEnd.error 550 5.6.0) and is
   turned into CRLF under "normalize".
 * A text line longer than ``max_line`` octets including CRLF, counted after
-  unstuffing (4.5.3.1.6), is an error (DataEnd.error 500 5.5.6).
+  unstuffing (4.5.3.1.6), is an error (DataEnd.error 500 5.5.6); ``None``: no limit.
 
 After an error the rest of the text is only scanned for the terminator, never kept.
 """
@@ -46,7 +46,7 @@ class DotReader:
 
     last = True
 
-    def __init__(self, *, max_line: int, normalize: bool) -> None:
+    def __init__(self, *, max_line: int | None, normalize: bool) -> None:
         self._max_line = max_line
         self._normalize = normalize
         self._at_start = True  # buf[0] is the first octet of the text: a CRLF precedes it
@@ -93,7 +93,7 @@ class DotReader:
                 self.error = BARE_CR_LF
                 return None
             seg = seg.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-        if not self._lines_fit(seg):
+        if self._max_line is not None and not self._lines_fit(seg):
             self.error = TEXT_LINE_TOO_LONG
             return None
         return seg

@@ -14,6 +14,7 @@ from appliance.protocol._commands import (
     UNRECOGNIZED,
     VERBS,
     CommandError,
+    Offered,
     decode_line,
     parse_bdat,
     parse_command,
@@ -48,24 +49,28 @@ class SMTPConnection:
         tls_active: the connection is already encrypted (implicit TLS).
         smtputf8: SMTPUTF8 (RFC 6531) is offered; without it non-ASCII addresses and
             the SMTPUTF8 parameter are refused.
+        binarymime: BINARYMIME (RFC 3030 3) is offered; without it
+            ``BODY=BINARYMIME`` is refused with 555 5.5.4.
         bare_linefeed: ``"reject"`` or ``"normalize"`` bare CR/LF in DATA text.
         max_command_line: octets per command line including CRLF (RFC 5321 4.5.3.1.4).
-        max_text_line: octets per DATA text line including CRLF (4.5.3.1.6).
+        max_text_line: octets per DATA text line including CRLF (4.5.3.1.6); ``None``:
+            no limit (Postfix's smtpd takes any length; memory stays bounded).
         max_auth_line: octets per AUTH exchange line including CRLF (RFC 4954 4).
     """
 
     def __init__(self, *, tls_active: bool = False, smtputf8: bool = True,
-                 bare_linefeed: str = "reject", max_command_line: int = 512,
-                 max_text_line: int = 1000, max_auth_line: int = 12288) -> None:
+                 binarymime: bool = False, bare_linefeed: str = "reject",
+                 max_command_line: int = 512, max_text_line: int | None = 1000,
+                 max_auth_line: int = 12288) -> None:
         if bare_linefeed not in ("reject", "normalize"):
             raise ValueError(f"bare_linefeed must be 'reject' or 'normalize', "
                              f"not {bare_linefeed!r}")
         for name, value in (("max_command_line", max_command_line),
                             ("max_text_line", max_text_line),
                             ("max_auth_line", max_auth_line)):
-            if value < 8:
+            if value is not None and value < 8:
                 raise ValueError(f"{name} must be at least 8, not {value}")
-        self._smtputf8 = smtputf8
+        self._offered = Offered(smtputf8=smtputf8, binarymime=binarymime)
         self._normalize = bare_linefeed == "normalize"
         self._max_command_line = max_command_line
         self._max_text_line = max_text_line
@@ -300,9 +305,9 @@ class SMTPConnection:
         if refusal is not None:
             self._events.append(BadCommand(refusal, verb if verb in VERBS else ""))
             return
-        utf8 = self._smtputf8 if verb == "MAIL" else st.mail_utf8
+        context = self._offered if verb == "MAIL" else st.mail_utf8
         try:
-            self._events.append(parse_command(verb, args, utf8))
+            self._events.append(parse_command(verb, args, context))
         except CommandError as exc:
             self._events.append(BadCommand(exc.reply, verb))
 

@@ -91,6 +91,7 @@ class Session:
         self.conn = SMTPConnection(
             tls_active=False,
             bare_linefeed=self.listener.smtp.bare_linefeed,
+            max_text_line=int(self.limits.max_message_line_length) or None,
         )
         self.tx: Transaction | None = None
         self.data = DataPhase(self)

@@ -61,6 +61,7 @@ def test_defaults_are_the_documented_ones(conf) -> None:
         "max_received_headers": 30,
         "max_bad_commands": 8,
         "max_header_size": 256 * 1024,
+        "max_message_line_length": 0,
         "session_timeout": 900.0,
         "command_timeout": 120.0,
         "data_timeout": 120.0,
@@ -445,7 +446,7 @@ def test_unknown_nested_key(conf) -> None:
     assert errors_of(conf) == [
         f"{conf.file('30-limits.toml')}: limits.max_recipient: unknown key 'max_recipient' "
         "(expected one of: command_timeout, data_timeout, max_bad_commands, "
-        "max_header_size, max_message_size, max_messages_per_session, "
+        "max_header_size, max_message_line_length, max_message_size, max_messages_per_session, "
         "max_received_headers, max_recipients, session_timeout)"
     ]
 

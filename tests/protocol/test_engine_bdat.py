@@ -93,7 +93,7 @@ def test_chunk_and_following_commands_in_one_read():
 
 
 def test_bdat_with_binarymime():
-    d = ready()
+    d = ready(binarymime=True)
     d.feed(b"MAIL FROM:<a@example.com> BODY=BINARYMIME\r\nRCPT TO:<b@example.com>\r\n")
     assert d.feed(b"BDAT 1 LAST\r\n\x00") == [Bdat(1, True), DataChunk(b"\x00"), DataEnd()]
 

@@ -335,7 +335,6 @@ def test_utf8_quoted_local_part():
     (b"size=12", {"SIZE": 12}),
     (b"BODY=7BIT", {"BODY": "7BIT"}),
     (b"BODY=8bitmime", {"BODY": "8BITMIME"}),
-    (b"BODY=BINARYMIME", {"BODY": "BINARYMIME"}),
     (b"SMTPUTF8", {"SMTPUTF8": True}),
     (b"AUTH=<>", {"AUTH": "<>"}),
     (b"AUTH=user+40example.com", {"AUTH": "user@example.com"}),
@@ -364,7 +363,8 @@ def test_mail_parameters(params, expected):
     (b"SIZE=\xd9\xa3", (501, "5.5.4")),  # ARABIC-INDIC DIGIT THREE is not a digit here
     (b"SIZE=1 SIZE=2", (501, "5.5.4")),
     (b"SIZE=1 size=1", (501, "5.5.4")),
-    (b"BODY=9BIT", (501, "5.5.4")),
+    (b"BODY=9BIT", (555, "5.5.4")),
+    (b"BODY=BINARYMIME", (555, "5.5.4")),
     (b"BODY", (501, "5.5.4")),
     (b"SMTPUTF8=yes", (501, "5.5.4")),
     (b"AUTH", (501, "5.5.4")),
@@ -384,8 +384,19 @@ def test_mail_parameters(params, expected):
 def test_mail_parameter_errors(params, code):
     events = ready().feed(b"MAIL FROM:<a@example.com> " + params + b"\r\n")
     assert bad(events) == [code]
-    if code[0] == 555:
+    if code[0] == 555 and params.startswith(b"BODY="):
+        assert "not supported" in events[0].reply.text[0]
+    elif code[0] == 555:
         assert "parameter not recognised" in events[0].reply.text[0]
+
+
+def test_binarymime_only_when_offered():
+    """RFC 3030 3: BODY=BINARYMIME only after EHLO advertised BINARYMIME."""
+    events = ready(binarymime=True).feed(b"MAIL FROM:<a@example.com> BODY=binarymime\r\n")
+    assert events == [Mail("a@example.com", {"BODY": "BINARYMIME"})]
+    events = ready().feed(b"MAIL FROM:<a@example.com> BODY=BINARYMIME\r\n")
+    assert bad(events) == [(555, "5.5.4")]
+    assert events[0].reply.text == ("BODY=BINARYMIME not supported",)
 
 
 # --- RCPT parameters -----------------------------------------------------------------

@@ -206,6 +206,32 @@ def test_text_line_limit_is_configurable():
     assert data_ends(events) == [DataEnd(error=LINE_TOO_LONG)]
 
 
+@pytest.mark.parametrize("limit", [1000, 4096, 65536])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_text_line_limit_exact_boundary(limit, where):
+    """The limit itself is accepted, one octet more is refused (CRLF included)."""
+    for size, error in ((limit, None), (limit + 1, LINE_TOO_LONG)):
+        line = _line(size)
+        text = {"first": line + b"a\r\n", "middle": b"a\r\n" + line + b"b\r\n",
+                "last": b"a\r\n" + line}[where]
+        d, events = send_data(text + b".\r\nNOOP\r\n", max_text_line=limit)
+        assert without_chunks(events) == [DataEnd(error=error), Noop()], size
+        assert d.conn.state is State.READY
+
+
+def test_text_line_without_limit():
+    """``max_text_line=None``: any line length, as Postfix's smtpd; memory stays
+    bounded since lines are passed on as they arrive."""
+    d = in_transaction(max_text_line=None)
+    d.feed(b"DATA\r\nSubject: x\r\n\r\n")
+    for _ in range(32):  # a 2 MiB line
+        d.feed(b"q" * 65536)
+        assert d.conn.buffered <= 4
+    events = d.feed(b"\r\nend\r\n.\r\n")
+    assert data_ends(events) == [DataEnd()]
+    assert content(d.events) == b"Subject: x\r\n\r\n" + b"q" * 2**21 + b"\r\nend\r\n"
+
+
 def test_long_line_among_short_lines_in_one_read():
     short = b"".join(b"%d\r\n" % i for i in range(5000))
     for size, error in ((1000, None), (1001, LINE_TOO_LONG), (5000, LINE_TOO_LONG)):

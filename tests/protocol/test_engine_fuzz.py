@@ -82,7 +82,8 @@ def _check_invariants(d: Driver) -> None:
 def _run_stream(data, stream: bytes, cuts: list[int], policy: str) -> None:
     answers = {t: (lambda e, opts=opts: data.draw(st.sampled_from(opts)))
                for t, opts in CHOICES.items()}
-    d = Driver(answers=answers, auto_tls=True, bare_linefeed=policy, **LIMITS)
+    d = Driver(answers=answers, auto_tls=True, bare_linefeed=policy, binarymime=True,
+               **LIMITS)
     for piece in _split(stream, cuts):
         d.feed(piece)
         _check_invariants(d)

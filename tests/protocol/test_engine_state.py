@@ -208,7 +208,7 @@ def test_data_after_only_refused_recipients():
 
 
 def test_data_with_binarymime():
-    d = ready()
+    d = ready(binarymime=True)
     d.feed(b"MAIL FROM:<a@example.com> BODY=BINARYMIME\r\nRCPT TO:<b@example.com>\r\n")
     assert bad(d.feed(b"DATA\r\n")) == [(503, "5.5.1")]
 
