@@ -15,6 +15,7 @@ from typing import Any
 
 from attrs import asdict, define, field, frozen, setters
 
+from appliance.mail.checkresults import Checks
 from appliance.mail.headers import Headers
 
 _RO = {"on_setattr": setters.frozen}
@@ -108,6 +109,8 @@ class SessionContext:
     greeting_delay: float = 0.0
     #: Free space for plugins, one key per plugin name by convention.
     stash: dict[str, Any] = field(factory=dict)
+    #: What the checks found about the client, by check name (dnsbl, geoip...).
+    checks: Checks = field(factory=Checks, **_RO)
     trace: list[TraceEntry] = field(factory=list, **_RO)
     #: Results about the connection (iprev) for Authentication-Results:
     #: append ``appliance.mail.authresults.AuthResult``s; reported in every message.
@@ -218,6 +221,8 @@ class Transaction:
     delay_until: dt.datetime | None = field(default=None, **_RO)
     #: Why the message is held in quarantine (a milter or a rule said so), or None.
     quarantine_reason: str | None = field(default=None, **_RO)
+    #: What the checks found about this message, by check name (spf, dkim...).
+    checks: Checks = field(factory=Checks, **_RO)
     trace: list[TraceEntry] = field(factory=list, **_RO)
     #: Results about this message (spf, dkim, dmarc) for Authentication-Results:
     #: append ``appliance.mail.authresults.AuthResult``s.
