@@ -1,7 +1,9 @@
 """DMARC at the end of data (RFC 7489): the From: domain's policy, evaluated with
-the SPF result the spf plugin recorded and the DKIM results of ``plugins/dkim/``,
-reported in Authentication-Results and applied per ``[dmarc]``: by default
-``p=reject`` is refused with 550 5.7.1 and ``p=quarantine`` held in the quarantine.
+the SPF result the spf plugin recorded and the DKIM results of the message
+(verified here, by :mod:`appliance.dkim` with the ``[dkim]`` settings, when the
+dkim plugin did not run), reported in Authentication-Results and applied per
+``[dmarc]``: by default ``p=reject`` is refused with 550 5.7.1 and ``p=quarantine``
+held in the quarantine.
 
 The plugin owns the ``[dmarc]`` area (per listener in ``[listeners.NAME.dmarc]``).
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from appliance_plugins.dkim import DkimArea, auth_results_of, signatures
 from attrs import frozen
 
 from appliance import (
@@ -24,6 +25,7 @@ from appliance import (
     hookimpl,
     per_listener,
 )
+from appliance.dkim import DkimArea, verify_message
 from appliance.mail.context import TraceEntry
 
 from .policy import Outcome, evaluate
@@ -82,8 +84,8 @@ class DmarcPlugin:
         area, dkim_area = self.areas.of(session), self.dkim_areas.of(session)
         if area.skip_authenticated and session.auth_user:
             return None
-        dkim = [(s.result, s.domain)
-                for s in signatures(session, transaction, message, dkim_area, self.dns)]
+        found = verify_message(session, transaction, message, dkim_area, self.dns)
+        dkim = [(s["result"], s["domain"]) for s in found.get("signatures", [])]
         if self.dns is None:
             outcome = Outcome("temperror", reason="no resolver")
         else:
@@ -148,9 +150,10 @@ class DmarcPlugin:
 def _spf(session: Any, transaction: Any) -> tuple[str, str]:
     """(result, domain) of the SPF check the spf plugin recorded for this message:
     the MAIL FROM domain, or the HELO name for the null sender."""
-    for r in auth_results_of(transaction, "spf"):
-        identity = r.properties.get("smtp.mailfrom") or r.properties.get("smtp.helo", "")
-        return r.result.lower(), identity.rpartition("@")[2]
+    for r in transaction.auth_results:
+        if getattr(r, "method", "") == "spf":
+            identity = r.properties.get("smtp.mailfrom") or r.properties.get("smtp.helo", "")
+            return r.result.lower(), identity.rpartition("@")[2]
     if session.spf_result:
         return (str(session.spf_result).lower(),
                 transaction.mail_from_domain or session.helo_name)
