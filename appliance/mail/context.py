@@ -93,17 +93,6 @@ class SessionContext:
     max_message_size: int = 0
     max_recipients: int = 0
     max_received_headers: int = 0
-    # Results of sender checks; set by the plugins that run them (seeds: RW).
-    spf_result: str | None = None
-    sender_mx_result: str | None = None
-    dnsbl_result: str | None = None
-    dnsbl_explanation: str | None = None
-    geoip_country: str | None = None
-    #: IsGeoIPBanned: the client's country is banned by [geoip] (geoip plugin).
-    geoip_banned: bool = False
-    reverse_name: str | None = None
-    #: The client matched an allow list (access plugin); flow limits may exempt it.
-    allow_listed: bool = False
     #: Seconds to hold the banner back, watching for a client that talks first;
     #: set by a plugin at on_connect (flow's pregreet check). 0 = greet at once.
     greeting_delay: float = 0.0

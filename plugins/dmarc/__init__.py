@@ -1,9 +1,9 @@
 """DMARC at the end of data (RFC 7489): the From: domain's policy, evaluated with
-the SPF result the spf plugin recorded and the DKIM results of the message
-(verified here, by :mod:`appliance.dkim` with the ``[dkim]`` settings, when the
-dkim plugin did not run), reported in Authentication-Results and applied per
-``[dmarc]``: by default ``p=reject`` is refused with 550 5.7.1 and ``p=quarantine``
-held in the quarantine.
+the SPF and DKIM results of the message (``transaction.checks``; DKIM is verified
+here, by :mod:`appliance.dkim` with the ``[dkim]`` settings, when the dkim plugin
+did not run), reported in Authentication-Results and in
+``transaction.checks["dmarc"]``, and applied per ``[dmarc]``: by default
+``p=reject`` is refused with 550 5.7.1 and ``p=quarantine`` held in the quarantine.
 
 The plugin owns the ``[dmarc]`` area (per listener in ``[listeners.NAME.dmarc]``).
 """
@@ -95,6 +95,9 @@ class DmarcPlugin:
             "dmarc", outcome.result, outcome.properties, reason=outcome.reason,
             comment=f"p={outcome.policy} dis={outcome.disposition}"
             if outcome.result in ("pass", "fail") else ""))
+        transaction.checks.record("dmarc", outcome.result, outcome.reason,
+                                  domain=outcome.domain, policy=outcome.policy,
+                                  disposition=outcome.disposition)
         return self._apply(session, transaction, message, area, outcome)
 
     def _apply(self, session: Any, transaction: Any, message: Any, area: DmarcArea,
@@ -148,13 +151,15 @@ class DmarcPlugin:
 
 
 def _spf(session: Any, transaction: Any) -> tuple[str, str]:
-    """(result, domain) of the SPF check the spf plugin recorded for this message:
-    the MAIL FROM domain, or the HELO name for the null sender."""
+    """(result, domain) of the SPF check of this message: the MAIL FROM domain, or
+    the HELO name for the null sender. From the spf plugin's result, else from an
+    SPF result another plugin reported for Authentication-Results only."""
+    spf = transaction.checks.get("spf")
+    if spf is not None:
+        return spf.result.lower(), spf.get("domain") or (
+            transaction.mail_from_domain or session.helo_name)
     for r in transaction.auth_results:
         if getattr(r, "method", "") == "spf":
             identity = r.properties.get("smtp.mailfrom") or r.properties.get("smtp.helo", "")
             return r.result.lower(), identity.rpartition("@")[2]
-    if session.spf_result:
-        return (str(session.spf_result).lower(),
-                transaction.mail_from_domain or session.helo_name)
     return "none", ""

@@ -1,13 +1,16 @@
 """The check results map (appliance.CheckResult, appliance.Checks): what it takes,
-and what readers get back."""
+what readers get back, and the envelope's shape of it (appliance.spool.envelope)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from attrs.exceptions import FrozenAttributeError, FrozenInstanceError
 
 from appliance import CheckResult, Checks
 from appliance.mail.context import SessionContext, Transaction
+from appliance.spool import FORMAT_VERSION, envelope
 
 
 def session() -> SessionContext:
@@ -83,3 +86,18 @@ def test_contexts_start_empty_and_keep_their_map():
         s.checks = Checks()
     with pytest.raises(FrozenAttributeError):
         tx.checks = Checks()
+
+
+def test_envelope_has_both_maps_whole_and_the_auth_results():
+    s, tx = session(), Transaction(queue_id="Q1", mail_from="a@example.org")
+    s.checks.record("reverse-dns", "pass", name="mail.example.org")
+    tx.checks.record("spf", "Pass", domain="example.org")
+    env = json.loads(json.dumps(envelope(s, tx)))   # what the spool writes
+    assert env["version"] == FORMAT_VERSION == 2
+    assert env["checks"] == {
+        "reverse-dns": {"result": "pass", "explanation": "", "allow_listed": False,
+                        "name": "mail.example.org"},
+        "spf": {"result": "Pass", "explanation": "", "allow_listed": False,
+                "domain": "example.org"},
+        "results": []}
+    assert "reverse_name" not in env["client"]
