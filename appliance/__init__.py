@@ -39,6 +39,8 @@ _EXPORTS = {
     "Headers": "appliance.mail.headers",
     "Message": "appliance.mail.message",
     "AuthResult": "appliance.mail.authresults",
+    "CheckResult": "appliance.mail.checkresults",
+    "Checks": "appliance.mail.checkresults",
     # services handed over by on_configure
     "Counters": "appliance.state.counters",
     "StoreUnavailable": "appliance.state.counters",

@@ -27,7 +27,9 @@ from attrs import frozen
 
 from appliance.mail.message import Message
 
-FORMAT_VERSION = 1
+#: Raised when a field changes meaning; 2: ``checks`` holds one object per check and
+#: the client's reverse name moved there (``checks["reverse-dns"].name``).
+FORMAT_VERSION = 2
 
 
 def new_queue_id() -> str:
@@ -195,7 +197,6 @@ def envelope(session: Any, transaction: Any) -> dict[str, Any]:
             "port": s.remote_port,
             "helo": s.helo_name,
             "esmtp": s.esmtp,
-            "reverse_name": s.reverse_name,
             "auth_user": s.auth_user or None,
             "tls": s.tls.as_dict() if s.tls else None,
         },
@@ -210,13 +211,11 @@ def envelope(session: Any, transaction: Any) -> dict[str, Any]:
         },
         "delay_until": tx.delay_until.isoformat() if tx.delay_until else None,
         "quarantine": tx.quarantine_reason,
+        # What every check found, by its name (the session's, then the message's),
+        # and the method results as written in the Authentication-Results field.
         "checks": {
-            "spf": s.spf_result,
-            "sender_mx": s.sender_mx_result,
-            "dnsbl": s.dnsbl_result,
-            "geoip_country": s.geoip_country,
-            "geoip_banned": s.geoip_banned,
-            # As in the Authentication-Results field: spf, dkim, dmarc, iprev...
+            **s.checks.as_dict(),
+            **tx.checks.as_dict(),
             "results": [r.render() for r in (*s.auth_results, *tx.auth_results)],
         },
         "trace": [e.as_dict() for e in tx.trace],

@@ -4,11 +4,14 @@ The plugin owns the ``[access]`` area; a listener may override any key in
 ``[listeners.NAME.access]`` (a list given there replaces the global one, a list
 not given is inherited). The decision, once per connection:
 
-1. the client matches ``allow``/``allow_file``: let it in and mark the session
-   ``allow_listed`` (flow control may exempt it). Allow wins over deny, so an
-   admin can open exceptions inside a denied range;
+1. the client matches ``allow``/``allow_file``: let it in, its result in
+   ``session.checks["access"]`` marked ``allow_listed`` (flow control may exempt
+   it). Allow wins over deny, so an admin can open exceptions inside a denied range;
 2. it matches ``deny``/``deny_file``: refuse it;
 3. otherwise ``default``.
+
+The result (``allow``, ``deny`` or ``default-deny``; nothing when the default
+lets the client in) carries the matching ``entry`` and its ``source``.
 
 List files are checked while the configuration is validated (a bad line is a
 config error naming the file and line: check-config reports it and a reload with
@@ -113,7 +116,7 @@ class AccessPlugin:
 
     @frozen(kw_only=True)
     class Config(PluginConfig):
-        # Early, so that allow_listed is set before flow control looks at it.
+        # Early, so that an allow-listed client is known before flow control looks.
         priority: int = 10
 
     def __init__(self, config: PluginConfig) -> None:
@@ -146,8 +149,11 @@ class AccessPlugin:
         if policy.broken:
             return Verdict.tmpreject("Access lists unavailable, try again later", 421, "4.3.0")
         outcome, entry = policy.decide(session.remote_ip)
+        if outcome != "default-allow":
+            session.checks.record("access", outcome, allow_listed=outcome == "allow",
+                                  entry=entry[3] if entry else "",
+                                  source=entry[4] if entry else "")
         if outcome == "allow":
-            session.allow_listed = True
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("access_allowed", extra={"fields": {
                     "session": session.session_id, "client": session.remote_ip,

@@ -2,12 +2,13 @@
 DNS block list or allow list (RFC 5782)? IPv4 clients are looked up reversed
 (``2.0.0.127.zone``), IPv6 ones as 32 reversed nibbles.
 
-Allow-list zones (``kind = "allow"``) are asked first: a hit sets
-``session.allow_listed`` (flow control, SPF, sender MX and reverse DNS then skip
-the client unless told otherwise) and the block lists are not asked. Block-list
-hits add up their zones' ``weight``; at ``threshold`` the client is listed:
-``session.dnsbl_result`` is the answer (the seeds' DNSBLResult, "" when not
-listed), ``session.dnsbl_explanation`` the zone's TXT record, and ``on_listed``
+What was found goes to ``session.checks["dnsbl"]``. Allow-list zones
+(``kind = "allow"``) are asked first: a hit marks the result ``allow_listed``
+(flow control, SPF, sender MX and reverse DNS then skip the client unless told
+otherwise) and the block lists are not asked. Block-list hits add up their zones'
+``weight`` (the ``score``); at ``threshold`` the client is listed: the result is
+the answer (the seeds' DNSBLResult, "" when not listed), its ``explanation`` the
+zone's TXT record (DNSBLExplanation), its ``zone`` the zone, and ``on_listed``
 answers (554 5.7.1 with the TXT by default). All zones are asked at once, under
 one ``timeout``; a zone that does not answer counts as not listing the client
 (``on_error`` says what else to do).
@@ -23,14 +24,14 @@ import ipaddress
 import logging
 from typing import Annotated, Any, Literal
 
-from attrs import define, field, frozen
+from attrs import field, frozen
 
-from appliance import AuthResult, Check, Duration, PluginConfig, Verdict
+from appliance import AuthResult, Check, CheckResult, Duration, PluginConfig, Verdict
 from appliance.checks import ClientCheck, action_table, verdict_of
 from appliance.dns import DnsTempError, Lookup, reverse_name
 
 log = logging.getLogger("smtp_appliance.dnsbl")
-STASH = "dnsbl"
+NAME = "dnsbl"
 
 
 def _are_codes(values: list[str]) -> bool:
@@ -73,18 +74,6 @@ class DnsblArea:
     on_error: Error = field(factory=Error)
 
 
-@define
-class Outcome:
-    """What the lookups found for one session (``session.stash["dnsbl"]``)."""
-
-    listed: bool = False
-    error: str = ""
-    zone: str = ""
-    answer: str = ""
-    text: str = ""
-    score: int = 0
-
-
 @frozen
 class Settings:
     """One listener's ``[dnsbl]``: the zones split by kind, their codes parsed."""
@@ -120,52 +109,56 @@ class DnsblPlugin(ClientCheck):
         area = settings.area
         if stage != area.stage or not area.zones:
             return None
-        outcome = session.stash.get(STASH)
-        if outcome is None:
-            outcome = session.stash[STASH] = self._look_up(session, settings)
-        variables = {"IP": session.remote_ip, "Zone": outcome.zone,
-                     "Result": outcome.answer, "Explanation": outcome.text}
-        if outcome.listed:
-            variables["Explanation"] = outcome.text or area.default_text.replace(
-                "#Zone#", outcome.zone).replace("#IP#", session.remote_ip)
+        found = session.checks.get(NAME)  # looked up once per session
+        if found is None:
+            found = session.checks[NAME] = self._look_up(session, settings)
+        listed = bool(found.result)
+        zone = found.get("zone", "") if listed else ""
+        variables = {"IP": session.remote_ip, "Zone": zone,
+                     "Result": found.result, "Explanation": found.explanation}
+        if listed:
+            variables["Explanation"] = found.explanation or area.default_text.replace(
+                "#Zone#", zone).replace("#IP#", session.remote_ip)
             return verdict_of(area.on_listed, variables)
-        if outcome.error:
+        if found.get("error"):
             return verdict_of(area.on_error, variables)
         return None
 
-    def _look_up(self, session: Any, settings: Settings) -> Outcome:
+    def _look_up(self, session: Any, settings: Settings) -> CheckResult:
+        """The result: the listing answer ("" when not listed), the TXT record as
+        explanation; details ``zone``, ``score`` and ``error`` (a zone that did
+        not answer)."""
         ip = session.remote_ip
-        outcome = Outcome()
-        session.dnsbl_result = ""
+        error = ""
         lookup = self.dns.budget(float(settings.area.timeout))
-        for zone, answer, error in _ask_all(lookup, ip, settings.allow, settings.codes):
+        for zone, answer, failed in _ask_all(lookup, ip, settings.allow, settings.codes):
             if answer:
-                session.allow_listed = True
                 # RFC 8904's method: the one DNS list result Authentication-Results has
                 session.auth_results.append(AuthResult(
                     "dnswl", "pass", {"dns.zone": zone.zone, "policy.ip": answer}))
                 log.info("session %s: %s is allow-listed by %s (%s)", session.session_id,
                          ip, zone.zone, answer)
-                return outcome
-            outcome.error = outcome.error or error
+                return CheckResult("", allow_listed=True,
+                                   details={"zone": zone.zone, "score": 0, "error": error})
+            error = error or failed
         hits = []
-        for zone, answer, error in _ask_all(lookup, ip, settings.block, settings.codes):
-            outcome.error = outcome.error or error
+        score = 0
+        for zone, answer, failed in _ask_all(lookup, ip, settings.block, settings.codes):
+            error = error or failed
             if answer:
                 hits.append((zone, answer))
-                outcome.score += zone.weight
-        if hits and outcome.score >= settings.area.threshold:
-            zone, answer = hits[0]
-            outcome.listed, outcome.zone, outcome.answer = True, zone.zone, answer
-            try:
-                outcome.text = " ".join(lookup.txt(reverse_name(ip, zone.zone)))
-            except DnsTempError:
-                outcome.text = ""
-            session.dnsbl_result = answer
-            session.dnsbl_explanation = outcome.text
-            log.info("session %s: %s is listed by %s (%s), score %d", session.session_id, ip,
-                     ", ".join(z.zone for z, _ in hits), answer, outcome.score)
-        return outcome
+                score += zone.weight
+        if not hits or score < settings.area.threshold:
+            return CheckResult("", details={"zone": "", "score": score, "error": error})
+        zone, answer = hits[0]
+        try:
+            text = " ".join(lookup.txt(reverse_name(ip, zone.zone)))
+        except DnsTempError:
+            text = ""
+        log.info("session %s: %s is listed by %s (%s), score %d", session.session_id, ip,
+                 ", ".join(z.zone for z, _ in hits), answer, score)
+        return CheckResult(answer, text, details={"zone": zone.zone, "score": score,
+                                                  "error": error})
 
 
 def _ask_all(lookup: Lookup, ip: str, zones: list[Zone],

@@ -2,9 +2,10 @@
 that name resolve back to the address (forward-confirmed, FCrDNS; RFC 8601's
 "iprev")?
 
-Checked once per session at ``stage``. ``session.reverse_name`` is the confirmed
-name (or, not confirmed, the first PTR name; None without one): our Received field
-shows it. The result goes to Authentication-Results as ``iprev``; ``on_none``,
+Checked once per session at ``stage``. ``session.checks["reverse-dns"]`` has the
+result (pass, none, fail, temperror) and the ``name``: the confirmed one (or, not
+confirmed, the first PTR name; None without one), which our Received field shows.
+The result goes to Authentication-Results as ``iprev``; ``on_none``,
 ``on_not_confirmed`` and ``on_error`` say what to answer (by default nothing: the
 check only records).
 
@@ -20,12 +21,12 @@ from typing import Any, Literal
 
 from attrs import field, frozen
 
-from appliance import AuthResult, Duration, PluginConfig, Verdict
+from appliance import AuthResult, CheckResult, Duration, PluginConfig, Verdict
 from appliance.checks import ClientCheck, ResultTables, action_table, verdict_of
 from appliance.dns import DnsTempError, Lookup
 
 log = logging.getLogger("smtp_appliance.reverse_dns")
-STASH = "reverse-dns"
+NAME = "reverse-dns"
 MAX_NAMES = 10  # PTR names tried for a forward match (RFC 8601 3: a bounded number)
 
 NoName = action_table("ReverseDnsNone", "continue", 550, "5.7.25",
@@ -97,20 +98,19 @@ class ReverseDnsPlugin(ClientCheck):
         area = settings.area
         if stage != area.stage:
             return None
-        found = session.stash.get(STASH)
+        found = session.checks.get(NAME)  # looked up once per session
         if found is None:
-            found = session.stash[STASH] = self._check(session, area)
-        if area.exempt_allow_listed and session.allow_listed:
+            found = session.checks[NAME] = self._check(session, area)
+        if area.exempt_allow_listed and session.checks.allow_listed:
             return None  # looked up all the same: Received and iprev show the name
-        result, name = found
-        variables = {"IP": session.remote_ip, "Name": name, "Result": result}
-        table = settings.tables.get(result)
+        variables = {"IP": session.remote_ip, "Name": found.get("name") or "",
+                     "Result": found.result}
+        table = settings.tables.get(found.result)
         return verdict_of(table, variables) if table is not None else None
 
-    def _check(self, session: Any, area: ReverseDnsArea) -> tuple[str, str]:
+    def _check(self, session: Any, area: ReverseDnsArea) -> CheckResult:
         ip = session.remote_ip
         result, name = fcrdns(self.dns.budget(float(area.timeout)), ip)
-        session.reverse_name = name or None
         # RFC 8601 2.7.3: iprev's result is pass, fail (none found too) or temperror
         session.auth_results.append(AuthResult(
             "iprev", "fail" if result == "none" else result, {"policy.iprev": ip},
@@ -118,4 +118,4 @@ class ReverseDnsPlugin(ClientCheck):
         if result != "pass":
             log.info("session %s: reverse DNS of %s: %s %s", session.session_id, ip, result,
                      name)
-        return result, name
+        return CheckResult(result, details={"name": name or None})

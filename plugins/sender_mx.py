@@ -2,7 +2,8 @@
 the MAIL FROM domain? Pass: it has an MX, or no MX but an address (the implicit
 MX of RFC 5321 5.1); Fail: neither, or a null MX ("MX 0 .", RFC 7505: the domain
 receives no mail); Neutral: the null sender <> (a bounce); Error: DNS did not
-answer. Sets ``session.sender_mx_result`` (the seeds' SenderMXCheckResult).
+answer. The result goes to ``transaction.checks["sender-mx"]`` (the seeds'
+SenderMXCheckResult; with the ``domain`` and why, as ``explanation``).
 
 The plugin (named ``sender-mx``) owns the ``[sender_mx]`` area; a listener may
 override any key in ``[listeners.NAME.sender_mx]``. ``[plugins.sender-mx]`` has only
@@ -82,14 +83,14 @@ class SenderMxPlugin(SenderCheck):
         settings = self.settings.of(session)
         c = settings.area
         if (c.exempt_authenticated and session.auth_user) or (
-                c.exempt_allow_listed and session.allow_listed):
+                c.exempt_allow_listed and session.checks.allow_listed):
             return None
         domain = transaction.mail_from_domain
         if not transaction.mail_from:
             result, why = "Neutral", "null sender"
         else:
             result, why = sender_mx(self.dns.budget(float(c.timeout)), domain)
-        session.sender_mx_result = result
+        transaction.checks.record("sender-mx", result, why, domain=domain)
         if result in ("Fail", "Error"):
             log.info("session %s: sender MX of %s: %s (%s)", session.session_id, domain,
                      result, why)

@@ -2,11 +2,12 @@
 for the MAIL FROM domain, or for its HELO name when the sender is null (<>)?
 
 pyspf evaluates the policy; its DNS lookups go through the appliance's resolver
-(cache, ``[dns]`` nameservers) under this check's ``timeout``. The result sets
-``session.spf_result`` (None, Neutral, Pass, Fail, SoftFail, TempError, PermError),
-is recorded for Authentication-Results and Received-SPF, and its table
-(``[spf.on_fail]``...) says what to answer: by default Fail is refused with
-550 5.7.23 and the domain's explanation, TempError with 451 4.7.24.
+(cache, ``[dns]`` nameservers) under this check's ``timeout``. The result goes to
+``transaction.checks["spf"]`` (None, Neutral, Pass, Fail, SoftFail, TempError,
+PermError; with the ``domain`` checked and the ``explanation``), is recorded for
+Authentication-Results and Received-SPF, and its table (``[spf.on_fail]``...)
+says what to answer: by default Fail is refused with 550 5.7.23 and the domain's
+explanation, TempError with 451 4.7.24.
 
 The plugin owns the ``[spf]`` area; a listener may override any key in
 ``[listeners.NAME.spf]`` (the public port may refuse SoftFail, say).
@@ -129,7 +130,7 @@ class SpfPlugin(SenderCheck):
         settings = self.settings.of(session)
         c = settings.area
         if (c.exempt_authenticated and session.auth_user) or (
-                c.exempt_allow_listed and session.allow_listed):
+                c.exempt_allow_listed and session.checks.allow_listed):
             return None
         if transaction.mail_from:
             sender, domain = transaction.mail_from, transaction.mail_from_domain
@@ -144,7 +145,8 @@ class SpfPlugin(SenderCheck):
                                  session.helo_name, session.hostname, float(c.timeout))
         else:  # an address literal, a bare word: there is no policy to ask for
             result, text = "none", ""
-        session.spf_result = SEED_NAMES.get(result, result)
+        found = transaction.checks.record("spf", SEED_NAMES.get(result, result), text,
+                                          domain=domain)
         comment = f"{session.hostname}: {text}" if text else ""
         reason = text if result in ("fail", "temperror", "permerror") else ""
         transaction.auth_results.append(AuthResult("spf", result, dict([prop]), reason=reason,
@@ -152,5 +154,5 @@ class SpfPlugin(SenderCheck):
         if result in ("temperror", "permerror"):
             log.info("session %s: spf %s for %s: %s", session.session_id, result, domain, text)
         variables = {"IP": session.remote_ip, "Domain": domain, "Sender": sender,
-                     "Result": session.spf_result, "Explanation": text}
+                     "Result": found.result, "Explanation": text}
         return verdict_of(settings.tables[result], variables)

@@ -15,6 +15,7 @@ from typing import Any
 
 from attrs import asdict, define, field, frozen, setters
 
+from appliance.mail.checkresults import Checks
 from appliance.mail.headers import Headers
 
 _RO = {"on_setattr": setters.frozen}
@@ -92,22 +93,13 @@ class SessionContext:
     max_message_size: int = 0
     max_recipients: int = 0
     max_received_headers: int = 0
-    # Results of sender checks; set by the plugins that run them (seeds: RW).
-    spf_result: str | None = None
-    sender_mx_result: str | None = None
-    dnsbl_result: str | None = None
-    dnsbl_explanation: str | None = None
-    geoip_country: str | None = None
-    #: IsGeoIPBanned: the client's country is banned by [geoip] (geoip plugin).
-    geoip_banned: bool = False
-    reverse_name: str | None = None
-    #: The client matched an allow list (access plugin); flow limits may exempt it.
-    allow_listed: bool = False
     #: Seconds to hold the banner back, watching for a client that talks first;
     #: set by a plugin at on_connect (flow's pregreet check). 0 = greet at once.
     greeting_delay: float = 0.0
     #: Free space for plugins, one key per plugin name by convention.
     stash: dict[str, Any] = field(factory=dict)
+    #: What the checks found about the client, by check name (dnsbl, geoip...).
+    checks: Checks = field(factory=Checks, **_RO)
     trace: list[TraceEntry] = field(factory=list, **_RO)
     #: Results about the connection (iprev) for Authentication-Results:
     #: append ``appliance.mail.authresults.AuthResult``s; reported in every message.
@@ -218,6 +210,8 @@ class Transaction:
     delay_until: dt.datetime | None = field(default=None, **_RO)
     #: Why the message is held in quarantine (a milter or a rule said so), or None.
     quarantine_reason: str | None = field(default=None, **_RO)
+    #: What the checks found about this message, by check name (spf, dkim...).
+    checks: Checks = field(factory=Checks, **_RO)
     trace: list[TraceEntry] = field(factory=list, **_RO)
     #: Results about this message (spf, dkim, dmarc) for Authentication-Results:
     #: append ``appliance.mail.authresults.AuthResult``s.

@@ -1,6 +1,8 @@
 """DMARC at the end of data (RFC 7489): the From: domain's policy, evaluated with
-the SPF result the spf plugin recorded and the DKIM results of ``plugins/dkim/``,
-reported in Authentication-Results and applied per ``[dmarc]``: by default
+the SPF and DKIM results of the message (``transaction.checks``; DKIM is verified
+here, by :mod:`appliance.dkim` with the ``[dkim]`` settings, when the dkim plugin
+did not run), reported in Authentication-Results and in
+``transaction.checks["dmarc"]``, and applied per ``[dmarc]``: by default
 ``p=reject`` is refused with 550 5.7.1 and ``p=quarantine`` held in the quarantine.
 
 The plugin owns the ``[dmarc]`` area (per listener in ``[listeners.NAME.dmarc]``).
@@ -11,7 +13,6 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-from appliance_plugins.dkim import DkimArea, auth_results_of, signatures
 from attrs import frozen
 
 from appliance import (
@@ -24,6 +25,7 @@ from appliance import (
     hookimpl,
     per_listener,
 )
+from appliance.dkim import DkimArea, verify_message
 from appliance.mail.context import TraceEntry
 
 from .policy import Outcome, evaluate
@@ -82,8 +84,8 @@ class DmarcPlugin:
         area, dkim_area = self.areas.of(session), self.dkim_areas.of(session)
         if area.skip_authenticated and session.auth_user:
             return None
-        dkim = [(s.result, s.domain)
-                for s in signatures(session, transaction, message, dkim_area, self.dns)]
+        found = verify_message(session, transaction, message, dkim_area, self.dns)
+        dkim = [(s["result"], s["domain"]) for s in found.get("signatures", [])]
         if self.dns is None:
             outcome = Outcome("temperror", reason="no resolver")
         else:
@@ -93,6 +95,9 @@ class DmarcPlugin:
             "dmarc", outcome.result, outcome.properties, reason=outcome.reason,
             comment=f"p={outcome.policy} dis={outcome.disposition}"
             if outcome.result in ("pass", "fail") else ""))
+        transaction.checks.record("dmarc", outcome.result, outcome.reason,
+                                  domain=outcome.domain, policy=outcome.policy,
+                                  disposition=outcome.disposition)
         return self._apply(session, transaction, message, area, outcome)
 
     def _apply(self, session: Any, transaction: Any, message: Any, area: DmarcArea,
@@ -146,12 +151,15 @@ class DmarcPlugin:
 
 
 def _spf(session: Any, transaction: Any) -> tuple[str, str]:
-    """(result, domain) of the SPF check the spf plugin recorded for this message:
-    the MAIL FROM domain, or the HELO name for the null sender."""
-    for r in auth_results_of(transaction, "spf"):
-        identity = r.properties.get("smtp.mailfrom") or r.properties.get("smtp.helo", "")
-        return r.result.lower(), identity.rpartition("@")[2]
-    if session.spf_result:
-        return (str(session.spf_result).lower(),
-                transaction.mail_from_domain or session.helo_name)
+    """(result, domain) of the SPF check of this message: the MAIL FROM domain, or
+    the HELO name for the null sender. From the spf plugin's result, else from an
+    SPF result another plugin reported for Authentication-Results only."""
+    spf = transaction.checks.get("spf")
+    if spf is not None:
+        return spf.result.lower(), spf.get("domain") or (
+            transaction.mail_from_domain or session.helo_name)
+    for r in transaction.auth_results:
+        if getattr(r, "method", "") == "spf":
+            identity = r.properties.get("smtp.mailfrom") or r.properties.get("smtp.helo", "")
+            return r.result.lower(), identity.rpartition("@")[2]
     return "none", ""

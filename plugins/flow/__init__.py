@@ -82,7 +82,7 @@ class FlowControl:
     def _new_state(self, session: Any, s: FlowSettings) -> FlowState:
         st = FlowState(client_group(session.remote_ip, s.ipv4_prefix, s.ipv6_prefix))
         st.exempt = in_networks(session.remote_ip, self.exempt.of(session)) or (
-            s.exempt_allow_listed and session.allow_listed)
+            s.exempt_allow_listed and session.checks.allow_listed)
         session.stash[STASH] = st
         return st
 

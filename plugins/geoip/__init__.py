@@ -2,9 +2,11 @@
 DB file, checked against allowed and banned country lists at connect.
 
 The plugin owns the ``[geoip]`` area; a listener may override any key in
-``[listeners.NAME.geoip]`` (a submission listener usually bans nobody). It sets
-``session.geoip_country`` (GeoIPResult) and ``session.geoip_banned``
-(IsGeoIPBanned) for every later plugin, then applies ``action`` to a banned client.
+``[listeners.NAME.geoip]`` (a submission listener usually bans nobody). It records
+``session.checks["geoip"]`` for every later plugin: the lookup's result (found,
+private, unknown, no-database), the ``country`` (GeoIPResult) and whether it is
+``banned`` (IsGeoIPBanned; why in ``explanation``), then applies ``action`` to a
+banned client.
 
 The database is checked when the configuration is validated (check-config reports
 a bad file, a reload with one is refused) and opened when the configuration takes
@@ -155,11 +157,10 @@ class GeoIPPlugin:
         if policy is None or not policy.area.database:
             return None  # GeoIP is off unless a database is set
         result, country = policy.lookup(session.remote_ip)
-        session.geoip_country = country
         reason = policy.banned_because(result, country)
-        if reason and session.allow_listed and policy.area.exempt_allow_listed:
+        if reason and session.checks.allow_listed and policy.area.exempt_allow_listed:
             reason = ""
-        session.geoip_banned = bool(reason)
+        session.checks.record("geoip", result, reason, country=country, banned=bool(reason))
         fields = {"session": session.session_id, "client": session.remote_ip,
                   "listener": session.listener, "result": result, "country": country or ""}
         if not reason:

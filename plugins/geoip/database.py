@@ -15,7 +15,7 @@ from typing import Any
 import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 
-#: What a lookup found (``session.stash["geoip"].result``, the seed's GeoIPResult).
+#: What a lookup found (``session.checks["geoip"].result``).
 FOUND = "found"          # a country
 PRIVATE = "private"      # loopback, RFC 1918, link-local, ULA…: not looked up
 UNKNOWN = "unknown"      # not in the database, or a record without a country

@@ -116,6 +116,13 @@ def test_signed_message_passes_dkim_and_dmarc(app, key):
     # the envelope keeps the same results for whatever reads the spool next
     assert [r.split(" ", 1)[0] for r in env["checks"]["results"]] == [
         "spf=none", "dkim=pass", "dmarc=pass"]
+    # ...and each check's own result, by its name
+    dkim, dmarc = env["checks"]["dkim"], env["checks"]["dmarc"]
+    assert (dkim["result"], [(s["result"], s["domain"]) for s in dkim["signatures"]]) == (
+        "pass", [("pass", "reject.dmarc.test")])
+    assert (dmarc["result"], dmarc["domain"], dmarc["policy"]) == (
+        "pass", "reject.dmarc.test", "reject")
+    assert env["checks"]["spf"]["result"] == "None"
 
 
 def test_body_changed_after_signing_fails_and_p_reject_refuses(app, key):

@@ -63,8 +63,8 @@ def test_banned_country_refused_at_greeting_others_served(make_appliance, geo_db
     with smtplib.SMTP("127.0.0.1", app.ports["mta"], source_address=("127.0.1.9", 0)) as c:
         assert c.sendmail("a@example.org", ["b@example.net"], MSG) == {}
     env = json.loads(app.queued()[-1].read_text())
-    assert env["checks"]["geoip_country"] == "DE"
-    assert env["checks"]["geoip_banned"] is False
+    assert env["checks"]["geoip"]["country"] == "DE"
+    assert env["checks"]["geoip"]["banned"] is False
     log = app.log()
     assert "geoip_refused" in log and "client=127.0.3.1" in log and "country=CN" in log
     assert "trace connect geoip reject 554 5.7.1" in log

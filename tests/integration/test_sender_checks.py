@@ -5,6 +5,7 @@ real test DNS server (unbound, tests/dns_fixture.py). Clients connect from the
 from __future__ import annotations
 
 import email
+import json
 import smtplib
 import socket
 import threading
@@ -57,13 +58,21 @@ weight = 2
 [[dnsbl.zones]]
 zone = "dnsbl2.test"
 weight = 1
+
+# the listener "records" refuses neither a listed client nor one without a PTR name:
+# what the checks found only goes into the envelope
+[listeners.records.dnsbl.on_listed]
+action = "continue"
+[listeners.records.reverse_dns.on_none]
+action = "continue"
 """
 
 
 @pytest.fixture(scope="module")
 def app(dns_server, tmp_path_factory):
     server = Appliance(tmp_path_factory.mktemp("checks"), dns_server.toml() + CHECKS,
-                       {"mta": {}, "v6": {"address": "::1"}, "strict": {}}, None).start()
+                       {"mta": {}, "v6": {"address": "::1"}, "strict": {}, "records": {}},
+                       None).start()
     yield server
     server.stop()
 
@@ -259,6 +268,36 @@ def test_authentication_results_and_received_spf(app):
     assert spf.startswith("Pass") and "client-ip=127.0.0.1;" in spf
     assert "envelope-from=alice@pass.spf.test;" in spf and "identity=mailfrom" in spf
     assert "(localhost.rdns.test [127.0.0.1])" in msg["Received"]   # reverse_name
+
+
+# --- the results in the envelope -----------------------------------------------------------
+
+def test_envelope_carries_each_checks_result_by_name(app):
+    """127.0.0.2 is listed by dnsbl.test (weight 2) and dnsbl2.test (1) and has no PTR
+    name; on "records" it may send all the same, and the envelope says what each check
+    found: the client's checks and the message's, whole."""
+    with smtplib.SMTP("127.0.0.1", app.ports["records"], timeout=10,
+                      source_address=("127.0.0.2", 0)) as client:
+        client.ehlo("client.test")
+        assert client.sendmail("alice@pass.spf.test", ["bob@example.org"],
+                               b"Subject: checks\r\n\r\nx\r\n") == {}
+    envelopes = [json.loads(p.read_text()) for p in app.queued()]
+    env, = [e for e in envelopes if e["client"]["ip"] == "127.0.0.2"]
+    checks = env["checks"]
+    assert env["version"] == 2
+    assert checks["dnsbl"] == {
+        "result": "127.0.0.2", "allow_listed": False, "zone": "dnsbl.test", "score": 3,
+        "explanation": "127.0.0.2 is listed, see https://dnsbl.test/q?127.0.0.2", "error": ""}
+    assert (checks["spf"]["result"], checks["spf"]["domain"]) == ("Pass", "pass.spf.test")
+    assert (checks["sender-mx"]["result"], checks["sender-mx"]["domain"]) == (
+        "Pass", "pass.spf.test")
+    assert (checks["reverse-dns"]["result"], checks["reverse-dns"]["name"]) == ("none", None)
+    assert checks["results"] == [   # as in the Authentication-Results field
+        "iprev=fail (no PTR) policy.iprev=127.0.0.2",
+        "spf=pass (mx.test.example: sender SPF authorized) smtp.mailfrom=alice@pass.spf.test"]
+    msg = email.message_from_bytes(app.spool.joinpath(
+        "queue", env["queue_id"] + ".msg").read_bytes())
+    assert "(unknown [127.0.0.2])" in msg["Received"]   # no name from reverse-dns
 
 
 # --- monitor mode -----------------------------------------------------------------------

@@ -29,16 +29,16 @@ def plugin(global_area: AccessArea, mode: str = "enforce", **listener_areas) -> 
 def test_allow_wins_and_marks_the_session():
     p = plugin(AccessArea(deny=["10.0.0.0/8"], allow=["10.1.2.3"]))
     s = session("10.1.2.3")
-    assert p.on_connect(s) is None and s.allow_listed is True
+    assert p.on_connect(s) is None and s.checks.allow_listed is True
     s = session("10.1.2.4")
     v = p.on_connect(s)
     assert (v.action, v.reply_parts()) == (Action.REJECT, (554, "5.7.1", "Access denied"))
-    assert s.allow_listed is False
+    assert s.checks.allow_listed is False
 
 
-def test_allow_listed_is_writable_but_core_fields_are_not():
+def test_check_results_are_writable_but_core_fields_are_not():
     s = session("192.0.2.1")
-    s.allow_listed = True
+    s.checks.record("access", "allow", allow_listed=True)
     with pytest.raises(FrozenAttributeError):
         s.remote_ip = "192.0.2.2"
 

@@ -27,8 +27,8 @@ def test_core_fields_are_read_only_for_plugins(name):
 def test_writable_fields():
     s = session()
     s.max_recipients = 5
-    s.spf_result = "Pass"
-    assert (s.max_recipients, s.spf_result) == (5, "Pass")
+    s.checks.record("spf", "Pass")
+    assert (s.max_recipients, s.checks["spf"].result) == (5, "Pass")
 
 
 def test_transaction_views_and_recipient_ops():

@@ -1,4 +1,4 @@
-"""DKIM verification (plugins/dkim/verify.py) and DMARC evaluation
+"""DKIM verification (appliance/dkim.py) and DMARC evaluation
 (plugins/dmarc/policy.py) with keys made here, messages signed by dkimpy's real
 signer and records served by the real DNS server (tests/dns_fixture.py), asked
 through the appliance's resolver. tests/integration/test_dkim_dmarc.py runs the
@@ -7,7 +7,6 @@ plugins in the server."""
 from __future__ import annotations
 
 import pytest
-from appliance_plugins.dkim.verify import verify
 from appliance_plugins.dmarc.policy import (
     aligned,
     evaluate,
@@ -16,6 +15,7 @@ from appliance_plugins.dmarc.policy import (
     parse_record,
 )
 
+from appliance.dkim import verify
 from appliance.dns import Resolver
 from tests.dkim_keys import Ed25519Key, Key
 

@@ -42,9 +42,9 @@ def test_listed_sets_the_seed_variables_and_rejects_with_the_txt(resolver):
     v = p.on_connect(s)
     assert v.reply_parts() == (554, "5.7.1",
                                "127.0.0.2 is listed, see https://dnsbl.test/q?127.0.0.2")
-    assert (s.dnsbl_result, s.dnsbl_explanation) == ("127.0.0.2", v.text)
+    assert (s.checks["dnsbl"].result, s.checks["dnsbl"].explanation) == ("127.0.0.2", v.text)
     clean = session("127.0.0.1")
-    assert p.on_connect(clean) is None and clean.dnsbl_result == ""
+    assert p.on_connect(clean) is None and clean.checks["dnsbl"].result == ""
 
 
 def test_a_zone_without_txt_gets_the_default_text(resolver):
@@ -69,7 +69,7 @@ def test_allow_zone_marks_the_session_and_skips_the_block_lists(resolver):
     p = plugin(resolver, zones=[Zone(zone="dnsbl.test"), Zone(zone="dnswl.test", kind="allow")])
     s = session("127.0.0.5")
     assert p.on_connect(s) is None
-    assert s.allow_listed is True and s.dnsbl_result == ""
+    assert s.checks.allow_listed is True and s.checks["dnsbl"].result == ""
 
 
 def test_the_stage_decides_when_it_answers(resolver):
@@ -85,7 +85,7 @@ def test_threshold_boundary(resolver):
     both = session("127.0.0.2")                      # listed by both: score 2 = threshold
     assert p.on_connect(both).reply_parts()[:2] == (554, "5.7.1")
     one = session("127.0.0.7")                       # listed by dnsbl2.test only: score 1
-    assert p.on_connect(one) is None and one.dnsbl_result == ""
+    assert p.on_connect(one) is None and one.checks["dnsbl"].result == ""
     p = plugin(resolver, zones=zones, threshold=3)
     assert p.on_connect(session("127.0.0.2")) is None
 
@@ -102,7 +102,7 @@ def test_each_listener_gets_its_own_area(resolver):
     assert p.on_connect(s) is None and p.on_mail_from(s) is None
     assert p.on_rcpt_to(s).reply_parts()[:2] == (554, "5.7.1")
     s = session("127.0.0.2", "off")                  # no zones: no lookups at all
-    assert p.on_connect(s) is None and "dnsbl" not in s.stash
+    assert p.on_connect(s) is None and "dnsbl" not in s.checks
 
 
 def test_settings_are_compiled_once_per_area_instance(resolver):

@@ -38,15 +38,25 @@ def connect(p: GeoIPPlugin, ip: str, listener: str = "mta"):
     return p.on_connect(s), s
 
 
+def country(s: SessionContext) -> str | None:
+    """GeoIPResult: the country the plugin recorded (None: private, unknown, not run)."""
+    return s.checks.value("geoip", "country")
+
+
+def banned(s: SessionContext) -> bool | None:
+    """IsGeoIPBanned, as the plugin recorded it."""
+    return s.checks.value("geoip", "banned")
+
+
 def test_country_found_set_on_the_session_and_banned_list(db):
     p = plugin(GeoIPArea(database=db, banned_countries=["cn"]))
     v, s = connect(p, "8.8.8.8")
-    assert v is None and (s.geoip_country, s.geoip_banned) == ("US", False)
+    assert v is None and (country(s), banned(s)) == ("US", False)
     v, s = connect(p, "2001:db8:3::9", )  # documentation range: private, not looked up
-    assert v is None and s.geoip_country is None
+    assert v is None and country(s) is None
     p = plugin(GeoIPArea(database=db, banned_countries=["CN"], private_addresses="lookup"))
     v, s = connect(p, "2001:db8:3::9")
-    assert (s.geoip_country, s.geoip_banned) == ("CN", True)
+    assert (country(s), banned(s)) == ("CN", True)
     assert (v.action, v.reply_parts()) == (
         Action.REJECT, (554, "5.7.1", "Connections from your country (CN) are not accepted"))
 
@@ -57,12 +67,12 @@ def test_allowed_list_bans_everything_else(db):
     assert connect(p, "127.0.1.1")[0] is None
     assert connect(p, "127.0.2.254")[0] is None
     v, s = connect(p, "127.0.3.1")
-    assert v.action is Action.REJECT and s.geoip_banned and s.geoip_country == "CN"
+    assert v.action is Action.REJECT and banned(s) and country(s) == "CN"
     v, s = connect(p, "::1")
-    assert v.action is Action.REJECT and s.geoip_country == "JP"
+    assert v.action is Action.REJECT and country(s) == "JP"
     # boundaries of 127.0.1.0/24 (DE): the neighbours are not in the database
     v, s = connect(p, "127.0.0.255")
-    assert v is None and s.geoip_country is None and not s.geoip_banned
+    assert v is None and country(s) is None and not banned(s)
 
 
 def test_banned_wins_over_allowed(db):
@@ -74,12 +84,12 @@ def test_banned_wins_over_allowed(db):
 def test_registered_country_and_records_without_country(db):
     p = plugin(GeoIPArea(database=db, private_addresses="lookup", unknown_country="ban"))
     v, s = connect(p, "127.0.4.7")
-    assert v is None and s.geoip_country == "US"
+    assert v is None and country(s) == "US"
     v, s = connect(p, "127.0.5.7")  # a record, but no country in it
-    assert v.action is Action.REJECT and s.geoip_country is None
+    assert v.action is Action.REJECT and country(s) is None
     assert v.reply_parts()[2] == "Connections from your country (unknown) are not accepted"
     v, s = connect(p, "127.0.9.7")  # not in the database at all
-    assert v.action is Action.REJECT and s.geoip_banned
+    assert v.action is Action.REJECT and banned(s)
 
 
 def test_private_addresses_allow_lookup_ban(db):
@@ -87,7 +97,7 @@ def test_private_addresses_allow_lookup_ban(db):
     assert connect(plugin(GeoIPArea(**area)), "::1")[0] is None          # default: allow
     assert connect(plugin(GeoIPArea(**area, private_addresses="lookup")), "::1")[0] is not None
     v, s = connect(plugin(GeoIPArea(database=db, private_addresses="ban")), "10.1.2.3")
-    assert v.action is Action.REJECT and s.geoip_banned and s.geoip_country is None
+    assert v.action is Action.REJECT and banned(s) and country(s) is None
     # an unknown country is not "private": default allow
     assert connect(plugin(GeoIPArea(database=db, private_addresses="ban")), "8.8.4.4")[0] is None
 
@@ -99,7 +109,7 @@ def test_actions(db):
     v, _ = connect(plugin(GeoIPArea(**base, action="abort")), "8.8.8.8")
     assert v.action is Action.ABORT and v.reply
     v, s = connect(plugin(GeoIPArea(**base, action="continue")), "8.8.8.8")
-    assert v is None and s.geoip_banned is True
+    assert v is None and banned(s) is True
 
 
 @pytest.mark.parametrize("area_mode, plugin_mode", [("monitor", "enforce"),
@@ -108,7 +118,7 @@ def test_monitor_traces_and_lets_in(db, area_mode, plugin_mode):
     p = plugin(GeoIPArea(database=db, banned_countries=["US"], mode=area_mode),
                mode=plugin_mode)
     v, s = connect(p, "8.8.8.8")
-    assert v is None and s.geoip_banned is True
+    assert v is None and banned(s) is True
     assert [str(t) for t in s.trace] == [
         "connect geoip reject 554 5.7.1 'Connections from your country (US) are not "
         "accepted' (monitor)"]
@@ -119,21 +129,21 @@ def test_listener_override_and_no_database(db):
                submission=GeoIPArea(database=db))
     assert connect(p, "8.8.8.8")[0] is not None
     v, s = connect(p, "8.8.8.8", "submission")
-    assert v is None and s.geoip_country == "US"
+    assert v is None and country(s) == "US"
     # no database: the plugin does nothing, whatever the lists say
     v, s = connect(plugin(GeoIPArea(banned_countries=["US"], unknown_country="ban")), "8.8.8.8")
-    assert v is None and s.geoip_country is None
+    assert v is None and country(s) is None
 
 
 def test_reload_reads_the_new_file(tmp_path):
     path = tmp_path / "c.mmdb"
     write_country_db(path, {"8.8.8.0/24": {"country": {"iso_code": "US"}}})
     area = GeoIPArea(database=str(path), banned_countries=["FR"])
-    assert connect(plugin(area), "8.8.8.8")[1].geoip_country == "US"
+    assert country(connect(plugin(area), "8.8.8.8")[1]) == "US"
     write_country_db(path.with_suffix(".new"), {"8.8.8.0/24": {"country": {"iso_code": "FR"}}})
     path.with_suffix(".new").replace(path)  # how updaters replace it: atomically
     v, s = connect(plugin(area), "8.8.8.8")
-    assert s.geoip_country == "FR" and v.action is Action.REJECT
+    assert country(s) == "FR" and v.action is Action.REJECT
 
 
 def test_file_broken_after_validation_fails_open(tmp_path, caplog):
@@ -143,7 +153,7 @@ def test_file_broken_after_validation_fails_open(tmp_path, caplog):
     path.write_bytes(b"not a database")
     p = plugin(area)
     v, s = connect(p, "8.8.8.8")
-    assert v is None and not s.geoip_banned
+    assert v is None and not banned(s)
     assert "geoip_database_unavailable" in caplog.text
 
 
@@ -194,11 +204,11 @@ def test_config_relative_database_path(tmp_path):
 
 def test_allow_listed_clients_are_looked_up_not_banned(db):
     s = session("8.8.8.8")
-    s.allow_listed = True  # what the access plugin (priority 10) sets
+    s.checks.record("access", "allow", allow_listed=True)  # what the access plugin sets
     assert plugin(GeoIPArea(database=db, banned_countries=["US"])).on_connect(s) is None
-    assert (s.geoip_country, s.geoip_banned) == ("US", False)
+    assert (country(s), banned(s)) == ("US", False)
     s = session("8.8.8.8")
-    s.allow_listed = True
+    s.checks.record("access", "allow", allow_listed=True)
     p = plugin(GeoIPArea(database=db, banned_countries=["US"], exempt_allow_listed=False))
     assert p.on_connect(s).action is Action.REJECT
 

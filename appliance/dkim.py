@@ -4,17 +4,31 @@ by the appliance's resolver (``appliance.dns``) through dkimpy's ``dnsfunc``.
 Results use RFC 8601's words: pass, fail (the signature or the body hash does not
 verify), permerror (no key, a bad key, a broken signature field), temperror (the
 key could not be looked up), none (no signature). Pure apart from DNS: no gevent.
+
+A public module because two checks need the results: the ``dkim`` plugin, which
+reports them, and ``dmarc``, which verifies by itself when ``dkim`` is off. Both
+call :func:`verify_message`, so a message is verified once, with the ``[dkim]``
+settings, whoever asks first; the result is ``transaction.checks["dkim"]``.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import dkim
 from attrs import frozen
 
-from appliance import AuthResult, DnsTempError
+from appliance.config import Check, Duration, Size
+from appliance.dns import DnsTempError
+from appliance.mail.authresults import AuthResult
+from appliance.mail.checkresults import CheckResult
+
+log = logging.getLogger("smtp_appliance.dkim")
+
+#: The name of the results in ``transaction.checks``.
+NAME = "dkim"
 
 #: dkimpy logs every key problem at error level; we report them in results instead.
 _quiet = logging.getLogger("smtp_appliance.dkim.dkimpy")
@@ -113,3 +127,50 @@ def _field(fields: dict, key: bytes) -> str:
 
 def _text(exc: Exception) -> str:
     return str(exc.args[0] if exc.args else exc).strip()[:200]
+
+
+@frozen(kw_only=True)
+class DkimArea:
+    """``[dkim]`` and ``[listeners.NAME.dkim]``: owned by the ``dkim`` plugin, read by
+    ``dmarc`` too (docs/configuration.md)."""
+
+    timeout: Duration = Duration("5s")
+    max_signatures: Annotated[int, Check(lambda v: 1 <= v <= 50, "an integer from 1 to 50")] = 5
+    min_key_bits: Annotated[int, Check(lambda v: 512 <= v <= 16384,
+                                       "an integer from 512 to 16384")] = 1024
+    max_message_size: Size = Size("10 MiB")
+
+
+def verify_message(session: Any, transaction: Any, message: Any, area: DkimArea,
+                   dns: Any) -> CheckResult:
+    """The DKIM result of this message, verified on the first call and recorded in
+    ``transaction.checks`` and, one per signature, for Authentication-Results.
+
+    Its ``result`` is ``pass`` when a signature passed, else the first signature's
+    (``none``: no signature); ``signatures`` lists each one's ``result``,
+    ``domain`` (d=), ``selector`` (s=), ``identity`` (i=) and ``reason``."""
+    found = transaction.checks.get(NAME)
+    if found is not None:
+        return found
+    if message.size > area.max_message_size:
+        signed = any(n.lower() == "dkim-signature" for n, _ in message.headers)
+        sigs = [Signature("policy", reason="message too large to verify")] if signed else [
+            Signature("none")]
+    elif dns is None:
+        sigs = [Signature("temperror", reason="no resolver")]
+    else:
+        data = io.BytesIO()  # dkimpy verifies bytes in memory: bounded by max_message_size
+        message.write_to(data)
+        sigs = verify(data.getvalue(), dns.budget(float(area.timeout)),
+                      area.max_signatures, area.min_key_bits)
+    transaction.auth_results.extend(s.auth_result() for s in sigs)
+    if log.isEnabledFor(logging.DEBUG):
+        for s in sigs:
+            log.debug("dkim_result", extra={"fields": {
+                "session": session.session_id, "queue_id": transaction.queue_id,
+                "result": s.result, "domain": s.domain, "selector": s.selector,
+                "reason": s.reason}})
+    first = next((s for s in sigs if s.result == "pass"), sigs[0])
+    return transaction.checks.record(NAME, first.result, first.reason, signatures=[
+        {"result": s.result, "domain": s.domain, "selector": s.selector,
+         "identity": s.identity, "reason": s.reason} for s in sigs])
