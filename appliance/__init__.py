@@ -2,11 +2,11 @@
 
 The public API for plugins is what this module exports, plus the public modules
 listed in docs/plugins.md ("The public API"): ``appliance.dns``,
-``appliance.netlist``, ``appliance.checks``, ``appliance.clients``,
-``appliance.sasl`` and ``appliance.spool``. Everything else is internal, and a
-test keeps the built-in plugins to this API. Names are resolved lazily so that
-``smtp-appliance`` can apply gevent's monkey-patching before anything else is
-imported.
+``appliance.netlist``, ``appliance.checks``, ``appliance.dkim``,
+``appliance.clients``, ``appliance.sasl`` and ``appliance.spool``. Everything
+else is internal, and a test keeps the built-in plugins to this API. Names are
+resolved lazily so that ``smtp-appliance`` can apply gevent's monkey-patching
+before anything else is imported.
 """
 
 from __future__ import annotations
