@@ -282,21 +282,6 @@ class PluginHost:
         return None, ""
 
 
-class OtherPlugins:
-    """What ``on_configure``'s ``hooks`` lets a plugin do with the others: ask a
-    first-result hook (the relay plugin asks ``lookup_recipient``). Nothing more
-    of the plugin host is exposed."""
-
-    __slots__ = ("_host",)
-
-    def __init__(self, host: PluginHost) -> None:
-        self._host = host
-
-    def first(self, hook: str, **kwargs: Any) -> tuple[Any, str]:
-        """(first non-None answer or None, name of the plugin that gave it)."""
-        return self._host.first(hook, **kwargs)
-
-
 def _check_known_hooks(pm: pluggy.PluginManager, name: str) -> None:
     """Like ``check_pending()`` but for one plugin, so a typo'd hook name skips
     that plugin only."""

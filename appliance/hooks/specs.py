@@ -19,7 +19,7 @@ import pluggy
 if TYPE_CHECKING:
     from appliance.config import AppConfig
     from appliance.dns import Resolver
-    from appliance.hooks.host import OtherPlugins
+    from appliance.hooks.others import OtherPlugins
     from appliance.hooks.verdict import Verdict
     from appliance.mail.context import Recipient, RecipientInfo, SessionContext, Transaction
     from appliance.mail.headers import Headers

@@ -18,11 +18,11 @@ from appliance.config import AppConfig, Listener, load_config
 from appliance.dns import ResolverKeeper
 from appliance.hooks.host import (
     Discovered,
-    OtherPlugins,
     PluginHost,
     TimeBudgetExceeded,
     loader_inputs,
 )
+from appliance.hooks.others import OtherPlugins
 from appliance.mail.context import SessionContext, Transaction
 from appliance.mail.message import Message
 from appliance.spool import Spool
