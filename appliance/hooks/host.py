@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -28,6 +28,7 @@ from attrs import define, field
 from appliance.config import PluginConfig
 from appliance.config.areas import area_problem
 from appliance.hooks import specs as hookspecs
+from appliance.hooks.budgets import TimeBudgetExceeded, TimeBudgets
 from appliance.hooks.verdict import Action, Verdict
 from appliance.mail.context import SessionContext, TraceEntry, Transaction
 
@@ -38,10 +39,6 @@ GROUP = hookspecs.NAME
 #: What a failing plugin means for the client: a temporary error, never a 250.
 PLUGIN_FAILURE = Verdict.tmpreject("Internal error in a policy plugin, try again later",
                                    451, "4.3.0")
-
-
-class TimeBudgetExceeded(Exception):
-    """A plugin hook ran past ``server.plugin_timeout``."""
 
 
 @define
@@ -152,7 +149,8 @@ class PluginHost:
     timeout: float
     order: list[str] = field(factory=list)  # plugin names, first asked first
     errors: list[str] = field(factory=list)
-    run_with_timeout: Callable[[float, Callable[[], Any]], Any] | None = None
+    #: The per-call time budget; None (timeout 0: the CLI, tests) calls unbounded.
+    budgets: TimeBudgets | None = None
 
     @classmethod
     def build(
@@ -160,11 +158,12 @@ class PluginHost:
         found: dict[str, Discovered],
         configs: dict[str, PluginConfig],
         timeout: float,
-        run_with_timeout: Callable[[float, Callable[[], Any]], Any] | None = None,
     ) -> PluginHost:
+        """Register the enabled plugins of ``found``; ``timeout`` (seconds, 0: none)
+        bounds every hook call."""
         pm = pluggy.PluginManager(GROUP)
         pm.add_hookspecs(hookspecs)
-        host = cls(pm, configs, timeout, run_with_timeout=run_with_timeout)
+        host = cls(pm, configs, timeout, budgets=TimeBudgets(timeout) if timeout else None)
         enabled = [
             d for d in found.values()
             if not d.error and configs.get(d.name, d.schema()).enabled
@@ -208,9 +207,9 @@ class PluginHost:
 
     def _call(self, impl, kwargs: dict[str, Any]) -> Any:
         args = {a: kwargs[a] for a in impl.argnames}
-        if self.run_with_timeout is None or not self.timeout:
+        if self.budgets is None:
             return impl.function(**args)
-        return self.run_with_timeout(self.timeout, lambda: impl.function(**args))
+        return self.budgets.run(lambda: impl.function(**args))
 
     def decide(
         self,
@@ -273,10 +272,12 @@ class PluginHost:
         return bool(self._impls(hook))
 
     def first(self, hook: str, **kwargs: Any) -> tuple[Any, str]:
-        """First non-None result and the plugin that gave it. Exceptions propagate
-        (the caller maps them to a reply)."""
+        """First non-None result and the plugin that gave it, each call under the
+        time budget. Exceptions, TimeBudgetExceeded included, propagate (the
+        caller maps them to a reply: 451 for queue_message, no AUTH or 454 for
+        the AUTH hooks, the relay plugin's 451 for lookup_recipient)."""
         for impl in self._impls(hook):
-            result = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            result = self._call(impl, kwargs)
             if result is not None:
                 return result, impl.plugin_name
         return None, ""

@@ -14,8 +14,8 @@ class _AsksFirst(Protocol):
 
 
 class OtherPlugins:
-    """A first-result hook of the other plugins; nothing more of the plugin host
-    is exposed."""
+    """A first-result hook of the other plugins, under the same time budget as
+    any hook call; nothing more of the plugin host is exposed."""
 
     __slots__ = ("_host",)
 
@@ -24,5 +24,5 @@ class OtherPlugins:
 
     def first(self, hook: str, **kwargs: Any) -> tuple[Any, str]:
         """(first non-None answer or None, name of the plugin that gave it);
-        exceptions propagate."""
+        exceptions, a timeout included, propagate."""
         return self._host.first(hook, **kwargs)

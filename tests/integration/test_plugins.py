@@ -8,6 +8,7 @@ import json
 import smtplib
 import socket
 import threading
+import time
 
 import pytest
 
@@ -131,6 +132,21 @@ def test_plugin_time_budget(make_appliance):
     assert talk(s, b"MAIL FROM:<a@example.org>\r\n").startswith(b"451 4.3.0")
     assert talk(s, b"NOOP\r\n").startswith(b"250")
     assert app.log().count("TimeBudgetExceeded") >= 2
+
+
+def test_first_result_hooks_have_the_time_budget_too(make_appliance):
+    app = make_appliance('[server]\nplugin_timeout = "1s"\n'
+                         '[plugins.test-slow]\nenabled = true\nevent = "queue_message"\n'
+                         'delay = "60s"\n')
+    s = connect(app)
+    talk(s, b"EHLO slow.example\r\n")
+    started = time.monotonic()
+    replies = transaction(s)
+    assert replies[-1] == b"451 4.3.0 Could not queue the message, try again later\r\n"
+    assert time.monotonic() - started < 10
+    assert app.queued() == []
+    assert "queue_failed" in app.log() and "TimeBudgetExceeded" in app.log()
+    assert talk(s, b"NOOP\r\n").startswith(b"250")  # the session goes on
 
 
 def test_slow_plugin_blocks_only_its_own_session(make_appliance):

@@ -1,15 +1,21 @@
-"""The dispatch facade: order, first verdict wins, monitor mode, failures, trace.
+"""The dispatch facade: order, first verdict wins, monitor mode, failures, trace,
+the time budget of every call.
 
 Plugins are registered in-process here (no entry points) to test the facade in
 isolation; the same behaviour through real entry points and a real server is
 in tests/integration/test_plugins.py.
 """
 
+import time
+
+import gevent
+import pytest
 from attrs import evolve
 
 from appliance import Verdict, hookimpl
 from appliance.config import PluginConfig
-from appliance.hooks.host import PluginHost, discover
+from appliance.hooks.budgets import TimeBudgetExceeded, TimeBudgets
+from appliance.hooks.host import Discovered, PluginHost, discover
 from appliance.mail.context import SessionContext, Transaction
 
 
@@ -72,3 +78,45 @@ def test_disabled_plugin_not_registered():
     host = build({"off": Says("off", Verdict.reject(), [])},
                  {"off": evolve(PluginConfig(), enabled=False)})
     assert host.order == []
+
+
+# --- time budgets: every hook call, first-result hooks too ----------------------------------
+
+
+class SlowQueue:
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    @hookimpl
+    def queue_message(self, transaction):
+        gevent.sleep(self.seconds)
+        return "Q1"
+
+
+def test_first_result_hooks_are_bounded_by_the_budget():
+    host = PluginHost.build({"slow": Discovered("slow", SlowQueue(5))},
+                            {"slow": PluginConfig()}, 0.2)
+    s, t = ctx()
+    for _ in range(2):  # the greenlet's budget fires again after a first timeout
+        started = time.monotonic()
+        with pytest.raises(TimeBudgetExceeded, match="took longer than 0.2s"):
+            host.first("queue_message", session=s, transaction=t, message=None)
+        assert time.monotonic() - started < 2
+    fast = PluginHost.build({"fast": Discovered("fast", SlowQueue(0.01))},
+                            {"fast": PluginConfig()}, 0.2)
+    assert fast.first("queue_message", session=s, transaction=t, message=None) == (
+        "Q1", "fast")
+
+
+def test_a_hook_asked_inside_a_timed_hook_is_timed_too():
+    budgets = TimeBudgets(0.2)
+    inner = []
+
+    def outer():
+        with pytest.raises(TimeBudgetExceeded):
+            budgets.run(lambda: gevent.sleep(5))
+        inner.append("timed out")
+        return "outer done"
+
+    assert budgets.run(outer) == "outer done" and inner == ["timed out"]
+    assert budgets.run(lambda: "again") == "again"

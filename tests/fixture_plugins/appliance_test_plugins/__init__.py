@@ -119,11 +119,16 @@ class Raiser(_OneEvent):
 
 
 class Slow(_OneEvent):
-    """Sleeps (cooperatively) in the configured event."""
+    """Sleeps (cooperatively) in the configured event; ``event = "queue_message"``
+    sleeps in that first-result hook, then lets the spool queue the message."""
 
     def _act(self, event):
         if event == self.config.event:
             time.sleep(float(self.config.delay))
+
+    @hookimpl
+    def queue_message(self, session):
+        return self._act("queue_message")
 
 
 class Editor:
