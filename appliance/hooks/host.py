@@ -11,7 +11,9 @@ core name, or on an area another plugin claims too, skips the plugin likewise.
 Hooks are called only through :meth:`PluginHost.decide` (verdict hooks),
 :meth:`PluginHost.notify` (collect-all hooks) and :meth:`PluginHost.first`
 (firstresult hooks), with keyword arguments, the per-call time budget, the
-exception policy and the decision trace.
+exception policy and the decision trace. The host calls each implementation
+itself, so a pluggy wrapper hook (``wrapper=True``, ``hookwrapper=True``) could
+never wrap anything: a plugin with one is skipped.
 """
 
 from __future__ import annotations
@@ -176,7 +178,7 @@ class PluginHost:
             try:
                 plugin = d.obj(config) if isinstance(d.obj, type) else d.obj
                 pm.register(plugin, name=d.name)
-                _check_known_hooks(pm, d.name)
+                _check_hooks(pm, d.name)
             except Exception as exc:  # noqa: BLE001
                 msg = f"plugin {d.name}: {type(exc).__name__}: {exc}"
                 log.error("%s; plugin skipped", msg)
@@ -283,17 +285,25 @@ class PluginHost:
         return None, ""
 
 
-def _check_known_hooks(pm: pluggy.PluginManager, name: str) -> None:
+def _check_hooks(pm: pluggy.PluginManager, name: str) -> None:
     """Like ``check_pending()`` but for one plugin, so a typo'd hook name skips
-    that plugin only."""
+    that plugin only; so does a wrapper hook, which the host cannot call."""
     for hook_name in dir(pm.hook):
         if hook_name.startswith("_"):
             continue
         caller = getattr(pm.hook, hook_name)
-        if caller.spec is None and any(i.plugin_name == name for i in caller.get_hookimpls()):
+        mine = [i for i in caller.get_hookimpls() if i.plugin_name == name]
+        if not mine:
+            continue
+        if caller.spec is None:
             raise pluggy.PluginValidationError(
                 pm.get_plugin(name), f"unknown hook {hook_name!r} (not in appliance.hooks.specs)"
             )
+        if any(i.wrapper or i.hookwrapper for i in mine):
+            raise pluggy.PluginValidationError(
+                pm.get_plugin(name),
+                f"hook {hook_name!r} is a wrapper (wrapper=True or hookwrapper=True),"
+                " which smtp-appliance does not support: implement it as a plain hook")
 
 
 def _record(

@@ -231,6 +231,17 @@ def test_plugin_with_unknown_hook_is_skipped_not_fatal(make_appliance):
     assert listing.returncode == 1 and "unknown hook 'on_rcpt'" in listing.stdout
 
 
+def test_plugin_with_a_wrapper_hook_is_skipped_not_a_451(make_appliance):
+    app = make_appliance("[plugins.test-wrapper]\nenabled = true\n")
+    with smtplib.SMTP("127.0.0.1", app.port) as c:
+        assert c.sendmail("a@example.org", ["b@example.net"], MSG) == {}
+    assert len(app.queued()) == 1
+    assert ("plugin test-wrapper: PluginValidationError: hook 'on_mail_from' is a wrapper"
+            in app.log())
+    listing = app.cli("plugins")
+    assert listing.returncode == 1 and "hook 'on_mail_from' is a wrapper" in listing.stdout
+
+
 def test_example_plugin_installed_from_its_own_distribution(make_appliance):
     app = make_appliance('[plugins.sender-blocklist]\nenabled = true\n'
                          'domains = ["spam.example"]\ntext = "Go away, spammer"\n')

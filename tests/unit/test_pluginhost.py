@@ -1,5 +1,5 @@
 """The dispatch facade: order, first verdict wins, monitor mode, failures, trace,
-the time budget of every call.
+wrapper hooks refused, the time budget of every call.
 
 Plugins are registered in-process here (no entry points) to test the facade in
 isolation; the same behaviour through real entry points and a real server is
@@ -78,6 +78,38 @@ def test_disabled_plugin_not_registered():
     host = build({"off": Says("off", Verdict.reject(), [])},
                  {"off": evolve(PluginConfig(), enabled=False)})
     assert host.order == []
+
+
+# --- wrapper hooks: refused at load ----------------------------------------------------------
+
+
+class Wrapper:
+    @hookimpl(wrapper=True)
+    def on_mail_from(self, transaction):
+        return (yield)
+
+
+class OldStyleWrapper:
+    @hookimpl(hookwrapper=True)
+    def on_rcpt_to(self, transaction):
+        yield
+
+
+def test_wrapper_hooks_skip_their_plugin_with_a_clear_error(caplog):
+    with caplog.at_level("ERROR", logger="smtp_appliance.plugins"):
+        host = build({"wraps": Wrapper(), "old": OldStyleWrapper(),
+                      "plain": Says("plain", Verdict.reject("plain"), [])})
+    assert host.order == ["plain"]
+    assert sorted(host.errors) == [
+        "plugin old: PluginValidationError: hook 'on_rcpt_to' is a wrapper (wrapper=True"
+        " or hookwrapper=True), which smtp-appliance does not support: implement it as a"
+        " plain hook",
+        "plugin wraps: PluginValidationError: hook 'on_mail_from' is a wrapper"
+        " (wrapper=True or hookwrapper=True), which smtp-appliance does not support:"
+        " implement it as a plain hook"]
+    assert "plugin wraps" in caplog.text and "plugin skipped" in caplog.text
+    s, t = ctx()
+    assert host.decide("mail_from", s, t)[1] == "plain"  # not a 451 from a generator
 
 
 # --- time budgets: every hook call, first-result hooks too ----------------------------------

@@ -217,6 +217,22 @@ class BadHook:
         return Verdict.reject("should never run")
 
 
+class Wrapper:
+    """Implements a hook as a pluggy wrapper: must be skipped with an error, not
+    turned into a 451 at every MAIL FROM."""
+
+    @frozen(kw_only=True)
+    class Config(PluginConfig):
+        enabled: bool = False
+
+    def __init__(self, config):
+        pass
+
+    @hookimpl(wrapper=True)
+    def on_mail_from(self, session):
+        return (yield)
+
+
 @frozen(kw_only=True)
 class NoticeReply:
     text: str = "refused by test-notice"
