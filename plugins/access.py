@@ -27,7 +27,7 @@ from attrs import Attribute, define, field, frozen
 
 from appliance import PluginConfig, Verdict, hookimpl
 from appliance.config import Check, FilePath
-from appliance.mail.context import SessionContext, TraceEntry
+from appliance.mail.context import SessionContext
 from appliance.netlist import (
     ENTRY_EXPECTED,
     Entry,
@@ -174,14 +174,8 @@ class AccessPlugin:
                 "action": area.deny_action,
             }},
         )
-        if monitor:
-            # Traced here, not by the host, so that [access] mode works per listener.
-            code, enhanced, text = (554, "5.7.1", area.deny_text) if verdict.reply else (
-                None, None, verdict.text)
-            session.trace.append(TraceEntry("connect", "access", verdict.action.value, code,
-                                            enhanced, text, "monitor"))
-            return None
-        return verdict
+        # [access] mode is per listener: the host traces what it would have done.
+        return verdict.as_monitor() if monitor else verdict
 
 
 def _key_path(config: Any, listener: str, key: str) -> str:

@@ -11,9 +11,10 @@ core name, or on an area another plugin claims too, skips the plugin likewise.
 Hooks are called only through :meth:`PluginHost.decide` (verdict hooks),
 :meth:`PluginHost.notify` (collect-all hooks) and :meth:`PluginHost.first`
 (firstresult hooks), with keyword arguments, the per-call time budget, the
-exception policy and the decision trace. The host calls each implementation
-itself, so a pluggy wrapper hook (``wrapper=True``, ``hookwrapper=True``) could
-never wrap anything: a plugin with one is skipped.
+exception policy and the decision trace. Only the host writes the trace, monitored
+verdicts included, so it reads the same whichever plugin decided. The host calls
+each implementation itself, so a pluggy wrapper hook (``wrapper=True``,
+``hookwrapper=True``) could never wrap anything: a plugin with one is skipped.
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ class PluginHost:
         """Ask plugins in order; the first verdict that stops decides.
 
         Returns (verdict or None, name of the plugin that decided). A plugin in
-        monitor mode has its verdict traced as "would have" and is ignored.
+        monitor mode has its verdict traced as "would have" and is ignored, and
+        so is every verdict a plugin marks ``as_monitor()``.
         """
         impls = self._impls(f"on_{event}")
         if not impls:
@@ -243,11 +245,14 @@ class PluginHost:
                 _record(session, transaction, event, name, verdict, "enforce",
                         f"{type(exc).__name__}: {exc}")
                 return verdict, name
-            if verdict is not None and not isinstance(verdict, Verdict):
+            if verdict is not None and not _is_verdict(verdict):
                 log.error("plugin %s returned %r from %s, not a Verdict", name, verdict, hook)
                 _record(session, transaction, event, name, PLUGIN_FAILURE, "enforce",
                         f"bad return value {verdict!r}")
                 return PLUGIN_FAILURE, name
+            if verdict is not None and verdict.monitored:
+                for would in verdict.monitored:
+                    _record(session, transaction, event, name, would, "monitor")
             if verdict is None or verdict.action is Action.CONTINUE:
                 if log.isEnabledFor(logging.DEBUG):
                     _record(session, transaction, event, name, verdict or Verdict(
@@ -283,6 +288,11 @@ class PluginHost:
             if result is not None:
                 return result, impl.plugin_name
         return None, ""
+
+
+def _is_verdict(verdict: Any) -> bool:
+    return isinstance(verdict, Verdict) and (not verdict.monitored or all(
+        isinstance(would, Verdict) for would in verdict.monitored))
 
 
 def _check_hooks(pm: pluggy.PluginManager, name: str) -> None:

@@ -5,7 +5,8 @@ Plugins are asked in priority order (``[plugins.NAME] priority``, lower first);
 the first verdict that is not ``continue`` decides and later plugins are not
 asked. ``None`` means "no opinion". A plugin that raises or overruns
 ``server.plugin_timeout`` gives ``451 4.3.0`` for that command, never a 250.
-Every hook call, first-result hooks included, is bounded by that budget.
+Every hook call, first-result hooks included, is bounded by that budget. A
+plugin monitoring one of its own settings returns ``verdict.as_monitor()``.
 
 Arguments are passed by keyword; a plugin may accept any subset of them.
 Hook specs only ever gain arguments.

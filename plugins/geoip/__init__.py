@@ -23,7 +23,7 @@ from attrs import Attribute, define, field, frozen
 from appliance import PluginConfig, Verdict, hookimpl
 from appliance.config import Check, FilePath
 from appliance.hooks.plugin import PerListener, per_listener
-from appliance.mail.context import SessionContext, TraceEntry
+from appliance.mail.context import SessionContext
 
 from .database import (
     FOUND,
@@ -168,13 +168,8 @@ class GeoIPPlugin:
         verdict = _verdict(area, country)
         if verdict is None:
             return None  # action "continue": only marked, for later rules
-        if monitor:
-            # Traced here, not by the host, so that [geoip] mode works per listener.
-            code, enhanced, text = verdict.reply_parts()
-            session.trace.append(TraceEntry("connect", "geoip", verdict.action.value,
-                                            code, enhanced, text, "monitor"))
-            return None
-        return verdict
+        # [geoip] mode is per listener: the host traces what it would have done.
+        return verdict.as_monitor() if monitor else verdict
 
 
 def _verdict(area: GeoIPArea, country: str | None) -> Verdict | None:

@@ -80,6 +80,51 @@ def test_disabled_plugin_not_registered():
     assert host.order == []
 
 
+# --- monitored verdicts: the plugin says so, the host traces -------------------------------
+
+
+def test_a_monitored_verdict_is_traced_logged_and_the_next_plugin_asked(caplog):
+    seen = []
+    host = build({"watch": Says("watch", Verdict.reject("would").as_monitor(), seen),
+                  "next": Says("next", Verdict.tmpreject("later"), seen)},
+                 {"watch": PluginConfig(priority=10), "next": PluginConfig(priority=20)})
+    s, t = ctx()
+    with caplog.at_level("INFO", logger="smtp_appliance.plugins"):
+        verdict, who = host.decide("mail_from", s, t)
+    assert (verdict.action.value, who) == ("tmpreject", "next") and seen == ["watch", "next"]
+    assert [str(e) for e in t.trace] == [
+        "mail_from watch reject 550 5.7.1 'would' (monitor)",
+        "mail_from next tmpreject 451 4.7.1 'later'"]
+    assert s.trace == t.trace
+    assert "session s: trace mail_from watch reject 550 5.7.1 'would' (monitor)" in caplog.text
+
+
+def test_several_limits_of_one_call_monitored_then_one_enforced():
+    answer = (Verdict.tmpreject("per ip").as_monitor()
+              .then(Verdict.tmpreject("per user").as_monitor())
+              .then(Verdict.abort("per domain")))
+    host = build({"flow": Says("flow", answer, [])})
+    s, t = ctx()
+    verdict, _ = host.decide("mail_from", s, t)
+    assert verdict.action.value == "abort"
+    assert [(e.text, e.mode) for e in t.trace] == [
+        ("per ip", "monitor"), ("per user", "monitor"), ("per domain", "enforce")]
+
+
+def test_a_stopping_verdict_is_not_overridden_by_a_later_one():
+    refused = Verdict.reject("first")
+    assert refused.then(Verdict.accept()) is refused
+    assert Verdict.reject("x").as_monitor().then(None).stops is False
+
+
+def test_monitored_garbage_is_a_bad_return_value():
+    bad = Verdict(Verdict.accept().action, monitored=("not a verdict",))
+    host = build({"bad": Says("bad", bad, [])})
+    s, t = ctx()
+    verdict, who = host.decide("mail_from", s, t)
+    assert verdict.reply_parts()[:2] == (451, "4.3.0") and who == "bad"
+
+
 # --- wrapper hooks: refused at load ----------------------------------------------------------
 
 
