@@ -1,4 +1,4 @@
-"""Access lists (FEATURES A1, A2): allow and deny clients by IP address at connect.
+"""Access lists: allow and deny clients by IP address at connect.
 
 The plugin owns the ``[access]`` area; a listener may override any key in
 ``[listeners.NAME.access]`` (a list given there replaces the global one, a list

@@ -5,7 +5,7 @@ whole appliance, every worker and, with the Redis store, every instance. Connect
 limits refuse at connect with 421 4.7.0 and close; message and recipient rates
 answer 451 4.7.1 at MAIL and RCPT; too many bad recipients or auth failures in one
 session end it with 421 4.7.0 at the next command. The server-wide and per-listener
-session caps (F1) are the core's: ``server.max_sessions``, ``listeners.NAME.max_sessions``.
+session caps are the core's: ``server.max_sessions``, ``listeners.NAME.max_sessions``.
 """
 
 from __future__ import annotations
@@ -219,8 +219,9 @@ class FlowControl:
         return self._rates(session, limits)
 
     def _session_checks(self, session: Any, tx: Any, event: str) -> Verdict | None:
-        """Before a command is answered: auto-ban, bad recipients (E3), the tarpit.
-        (E1 and E2 are the core's: ``limits.max_bad_commands``, ``auth.max_failures``.)"""
+        """Before a command is answered: auto-ban, bad recipients, the tarpit. (Bad
+        commands and auth failures per session are the core's:
+        ``limits.max_bad_commands``, ``auth.max_failures``.)"""
         st = self._state(session)
         if st.exempt:
             return None

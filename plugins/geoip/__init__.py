@@ -1,5 +1,5 @@
-"""GeoIP (FEATURES S5, the seeds' checkGeoIp): the client's country from a MaxMind
-DB file, checked against allowed and banned country lists at connect.
+"""GeoIP: the client's country from a MaxMind DB file, checked against allowed and
+banned country lists at connect.
 
 The plugin owns the ``[geoip]`` area; a listener may override any key in
 ``[listeners.NAME.geoip]`` (a submission listener usually bans nobody). It sets
