@@ -25,9 +25,7 @@ from typing import Annotated, Any, Literal
 
 from attrs import Attribute, define, field, frozen
 
-from appliance import PluginConfig, Verdict, hookimpl
-from appliance.config import Check, FilePath
-from appliance.mail.context import SessionContext
+from appliance import Check, FilePath, PluginConfig, SessionContext, Verdict, hookimpl
 from appliance.netlist import (
     ENTRY_EXPECTED,
     Entry,

@@ -25,11 +25,9 @@ from typing import Annotated, Any, Literal
 
 from attrs import define, field, frozen
 
-from appliance import Duration, PluginConfig, Verdict
+from appliance import AuthResult, Check, Duration, PluginConfig, Verdict
 from appliance.checks import ClientCheck, action_table, verdict_of
-from appliance.config import Check
 from appliance.dns import DnsTempError, Lookup, reverse_name
-from appliance.mail.authresults import AuthResult
 
 log = logging.getLogger("smtp_appliance.dnsbl")
 STASH = "dnsbl"

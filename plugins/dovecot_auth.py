@@ -6,10 +6,8 @@ from typing import Annotated
 
 from attrs import frozen
 
-from appliance import PluginConfig, hookimpl
-from appliance.clients.dovecot import DovecotAuth, DovecotMechanism, request_params
-from appliance.clients.endpoints import is_socket
-from appliance.config import Check, Duration
+from appliance import Check, Duration, PluginConfig, hookimpl
+from appliance.clients import DovecotAuth, DovecotMechanism, is_socket, request_params
 from appliance.sasl import SASLOptions
 
 _SOCKET = Check(is_socket, '"unix:/path/to/socket" or "inet:host:port"')

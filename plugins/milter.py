@@ -9,12 +9,15 @@ from typing import Annotated, Any, Literal
 
 from attrs import field, frozen
 
-from appliance import PluginConfig, hookimpl
-from appliance.clients.endpoints import is_socket
-from appliance.clients.milter import STASH_KEY, MilterChain, MilterSpec, chain_of
-from appliance.clients.milter.macros import DEFAULT_MACROS
-from appliance.config import Check, Duration
-from appliance.hooks.plugin import PerListener, per_listener
+from appliance import Check, Duration, PerListener, PluginConfig, hookimpl, per_listener
+from appliance.clients import (
+    DEFAULT_MACROS,
+    STASH_KEY,
+    MilterChain,
+    MilterSpec,
+    chain_of,
+    is_socket,
+)
 
 
 def _is_stage_map(value: dict) -> bool:

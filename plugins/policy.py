@@ -16,13 +16,25 @@ from typing import Annotated, Any, Literal
 
 from attrs import define, field, frozen
 
-from appliance import PluginConfig, Verdict, hookimpl
-from appliance.clients.endpoints import is_socket
-from appliance.clients.policy.client import PolicyClient, PolicyUnavailable
-from appliance.clients.policy.codec import PolicyAction, parse_action, parse_header, split_enhanced
-from appliance.config import Check, Duration
-from appliance.hooks.plugin import PerListener, per_listener
-from appliance.hooks.verdict import Action
+from appliance import (
+    Action,
+    Check,
+    Duration,
+    PerListener,
+    PluginConfig,
+    Verdict,
+    hookimpl,
+    per_listener,
+)
+from appliance.clients import (
+    PolicyAction,
+    PolicyClient,
+    PolicyUnavailable,
+    is_socket,
+    parse_action,
+    parse_header,
+    split_enhanced,
+)
 
 log = logging.getLogger("smtp_appliance.policy")
 

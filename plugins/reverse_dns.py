@@ -20,10 +20,9 @@ from typing import Any, Literal
 
 from attrs import field, frozen
 
-from appliance import Duration, PluginConfig, Verdict
+from appliance import AuthResult, Duration, PluginConfig, Verdict
 from appliance.checks import ClientCheck, ResultTables, action_table, verdict_of
 from appliance.dns import DnsTempError, Lookup
-from appliance.mail.authresults import AuthResult
 
 log = logging.getLogger("smtp_appliance.reverse_dns")
 STASH = "reverse-dns"

@@ -22,10 +22,9 @@ from typing import Any
 import spf
 from attrs import field, frozen
 
-from appliance import Duration, PluginConfig, Verdict, hookimpl
+from appliance import AuthResult, Duration, PluginConfig, Verdict, hookimpl
 from appliance.checks import ResultTables, SenderCheck, action_table, verdict_of
 from appliance.dns import DnsTempError, Lookup
-from appliance.mail.authresults import AuthResult
 
 log = logging.getLogger("smtp_appliance.spf")
 

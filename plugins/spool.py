@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from appliance import PluginConfig, hookimpl
-from appliance.hooks.plugin import GroupCall
+from appliance import GroupCall, PluginConfig, hookimpl
 from appliance.spool import Spool, envelope
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from attrs import frozen
 
-from appliance import PluginConfig, hookimpl
-from appliance.sasl.users import UsersFile
+from appliance import PluginConfig, UsersFile, hookimpl
 
 
 class UsersPlugin:

@@ -22,7 +22,7 @@ from attrs import frozen
 
 from appliance.config import ConfigError
 from appliance.sasl.keys import SCRAM_ITERATIONS
-from appliance.sasl.users import (
+from appliance.users import (
     DEFAULT_USERS_FILE,
     PASSWORD_SCHEMES,
     UsersFile,

@@ -264,6 +264,28 @@ class Transaction:
         """discardRcpt: answer 250 to the current RCPT but do not deliver to it."""
         core_set(self, "_discard_current", True)
 
+    def begin_recipient(self, rcpt: Recipient) -> None:
+        """RCPT TO (the core): ``rcpt`` is being decided on; it is ``current_rcpt``,
+        which ``add_recipient`` and ``discard_recipient`` refer to, until
+        :meth:`end_recipient`."""
+        core_set(self, "current_rcpt", rcpt)
+        core_set(self, "_discard_current", False)
+
+    def accept_recipient(self, deliver: bool = True) -> None:
+        """RCPT TO accepted (the core): the current recipient joins the envelope,
+        unless ``deliver`` is false (a discarding verdict) or a plugin discarded it,
+        followed by the recipients plugins added meanwhile."""
+        if deliver and not self._discard_current:
+            self.recipients.append(self.current_rcpt)
+        self.recipients.extend(self._extra_rcpts)
+        self._extra_rcpts.clear()
+
+    def end_recipient(self) -> None:
+        """RCPT TO answered, accepted or not (the core): no recipient is current, and
+        what plugins added for a refused one is dropped with it."""
+        core_set(self, "current_rcpt", None)
+        self._extra_rcpts.clear()
+
     def remove_recipient(self, address: str) -> bool:
         """Drop an already accepted recipient (end-of-data filters). The exact
         address is looked for first, then the same address in other case."""

@@ -18,50 +18,9 @@ from appliance.hooks.host import Discovered, PluginHost, loader_inputs
 from appliance.hooks.others import OtherPlugins
 from appliance.mail.context import SessionContext, Transaction
 from appliance.mail.message import Message
+from appliance.server.tls import make_ssl_context
 from appliance.spool import Spool
 from appliance.state import StateKeeper
-
-_TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
-
-
-def make_ssl_context(tls: Any) -> ssl.SSLContext:
-    """Server context for one listener's effective [tls] table: the default
-    certificate, and one context per [[tls.sni]] certificate, picked by the name
-    the client asks for (the name is kept on the socket as ``sni_name``)."""
-    default = _context(tls, tls.certificate, tls.key)
-    by_name = {}
-    for entry in tls.sni:
-        ctx = _context(tls, entry.certificate, entry.key)
-        for name in entry.names:
-            by_name.setdefault(name.lower(), ctx)
-
-    def pick(sock: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-        if not server_name:
-            return
-        name = server_name.lower()
-        sock.sni_name = name
-        chosen = by_name.get(name) or by_name.get("*." + name.partition(".")[2])
-        if chosen is not None:
-            sock.context = chosen
-
-    default.sni_callback = pick
-    return default
-
-
-def _context(tls: Any, certificate: Any, key: Any) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = _TLS_VERSIONS[tls.min_version]
-    ctx.load_cert_chain(str(certificate), str(key))
-    if tls.ciphers:
-        ctx.set_ciphers(tls.ciphers)
-    if tls.dh_params:
-        ctx.load_dh_params(str(tls.dh_params))
-    if tls.client_ca:
-        # Ask for a client certificate; one that is offered must verify.
-        ctx.load_verify_locations(cafile=str(tls.client_ca))
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    return ctx
 
 
 @define

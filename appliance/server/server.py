@@ -1,8 +1,7 @@
-"""The gevent server: one StreamServer per listener, one greenlet per session.
-
-With ``server.workers > 1`` the parent binds the sockets and forks workers
-that share them (pre-fork, as gunicorn does); the parent only supervises and
-forwards signals. ``server.max_sessions`` is split evenly between workers.
+"""The gevent server: one StreamServer per listener, one greenlet per session;
+SIGHUP reloads, SIGTERM drains. With ``server.workers > 1`` it runs in each
+pre-forked worker (``prefork.py``), and ``server.max_sessions`` is split evenly
+between them.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import ipaddress
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -24,8 +22,10 @@ from appliance.config import ConfigError
 from appliance.dns import ResolverKeeper
 from appliance.hooks.host import Discovered
 from appliance.protocol import Reply
+from appliance.server import prefork
+from appliance.server.replies import Shutdown
 from appliance.server.runtime import Runtime, build_runtime
-from appliance.server.session import Session, Shutdown
+from appliance.server.session import Session
 from appliance.state import StateKeeper, control_path
 
 TOO_BUSY = Reply(421, "4.3.2", "Too many connections, try again later")
@@ -117,23 +117,27 @@ class Server:
 
     # --- signals -------------------------------------------------------------------------
 
-    def reload(self) -> None:
+    def reload(self, quiet: bool = False) -> None:
+        """A new runtime from the config dir for new sessions; ``quiet``: no log
+        lines (the pre-fork supervisor, whose workers log their own)."""
         try:
             new = build_runtime(self.config_dir, self.found, self.state, self.dns)
         except (ConfigError, OSError, ValueError) as exc:
-            logs.event("reload_refused", level=40, error=str(exc).replace("\n", "; "))
+            if not quiet:
+                logs.event("reload_refused", level=40, error=str(exc).replace("\n", "; "))
             return
         moved = [n for n, lr in new.listeners.items()
                  if n not in self.runtime.listeners
                  or (lr.config.address, lr.config.port)
                  != (self.runtime.listeners[n].config.address,
                      self.runtime.listeners[n].config.port)]
-        if moved:
+        if moved and not quiet:
             logs.event("reload_listeners_unchanged", level=30, listeners=",".join(moved),
                        note="new or moved listeners take effect after a restart")
         new.spool.prepare()
         self.runtime = new
-        logs.event("reloaded", config_dir=str(self.config_dir))
+        if not quiet:
+            logs.event("reloaded", config_dir=str(self.config_dir))
 
     def stop(self) -> None:
         """Stop accepting; 421 to idle sessions; let sessions in DATA finish within
@@ -181,60 +185,6 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
         if workers == 1:
             server.serve()
             return 0
-        return _prefork(server, workers)
+        return prefork.supervise(server, workers)
     finally:
         server.state.close_control()
-
-
-def _prefork(server: Server, workers: int) -> int:
-    server.share = workers
-    children: dict[int, int] = {}
-    # The counters table is shared memory: made now, every worker counts in it.
-    server.state.prefork(workers)
-
-    def spawn(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:
-            gevent.reinit()
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
-            try:
-                server.state.become_worker(index)
-                server.serve()
-            finally:
-                os._exit(0)
-        children[pid] = index
-
-    for i in range(workers):
-        spawn(i)
-    logs.event("workers", count=workers, pids=",".join(map(str, children)))
-
-    stopping = Event()
-
-    def forward(sig: int) -> None:
-        if sig in (signal.SIGTERM, signal.SIGINT):
-            stopping.set()
-        for pid in list(children):
-            try:
-                os.kill(pid, signal.SIGTERM if sig == signal.SIGINT else sig)
-            except ProcessLookupError:
-                pass
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        gevent.signal_handler(sig, forward, sig)
-
-    while children:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            break
-        if pid == 0:
-            gevent.sleep(0.1)
-            continue
-        index = children.pop(pid, None)
-        if index is not None and not stopping.is_set():
-            logs.event("worker_died", level=40, pid=pid, status=status)
-            server.state.worker_gone(index)
-            spawn(index)
-    sys.stdout.flush()
-    return 0

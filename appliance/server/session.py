@@ -1,5 +1,8 @@
-"""One SMTP session: owns the socket, the timeouts and the TLS upgrade, drives
-the protocol engine and asks the plugins. One greenlet per session."""
+"""One SMTP session: owns the socket and the timeouts, drives the protocol engine,
+dispatches its events and answers plugins' verdicts. One greenlet per session.
+
+The AUTH exchange (``auth.py``), DATA/BDAT and queueing (``data.py``) and TLS
+(``tls.py``) are parts the session owns and delegates to."""
 
 from __future__ import annotations
 
@@ -7,15 +10,11 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from appliance import logs, sasl
-from appliance.hooks.plugin import run_blocking
+from appliance import logs
 from appliance.hooks.verdict import Action, Verdict
-from appliance.mail import authresults
-from appliance.mail.context import Recipient, SessionContext, TLSInfo, Transaction, core_set
-from appliance.mail.message import Message, MessageReader, storage_error
+from appliance.mail.context import Recipient, SessionContext, Transaction, core_set
 from appliance.protocol import (
     NEED_DATA,
     Auth,
@@ -39,38 +38,29 @@ from appliance.protocol import (
     StartTLS,
     Vrfy,
 )
-from appliance.server import received
+from appliance.server import received, tls
+from appliance.server.auth import Authenticator
+from appliance.server.data import DataPhase
+from appliance.server.replies import (
+    AUTH_REQUIRED,
+    BYE,
+    NO_STARTTLS,
+    SHUTTING_DOWN,
+    TIMEOUT,
+    TOO_MANY_ERRORS,
+    TOO_MANY_MESSAGES,
+    TOO_MANY_RCPTS,
+    Closing,
+    Shutdown,
+    refuses,
+    reply_of,
+)
 from appliance.spool import new_queue_id
 
 if TYPE_CHECKING:
     from appliance.server.runtime import ListenerRuntime, Runtime
 
 READ_SIZE = 65536
-
-OK = Reply(250, "2.0.0", "Ok")
-BYE = Reply(221, "2.0.0", "Bye")
-TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
-SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
-TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
-TOO_MANY_MESSAGES = Reply(421, "4.7.0", "Too many messages in this session, closing connection")
-TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients")
-TOO_MANY_HOPS = Reply(554, "5.4.6", "Too many hops (Received headers): mail loop?")
-QUEUE_FAILED = Reply(451, "4.3.0", "Could not queue the message, try again later")
-NO_AUTH = Reply(503, "5.5.1", "Authentication not enabled")
-UNKNOWN_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
-AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
-AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
-AUTH_SUCCEEDED = Reply(235, "2.7.0", "Authentication successful")
-TOO_MANY_AUTH_FAILURES = Reply(421, "4.7.0", "Too many authentication failures, closing connection")
-NO_STARTTLS = Reply(502, "5.5.1", "STARTTLS not available here")
-
-
-class Shutdown(Exception):
-    """Raised into an idle session's greenlet when the server stops."""
-
-
-class Closing(Exception):
-    """The session is over (QUIT, 421, peer gone)."""
 
 
 class Session:
@@ -103,12 +93,8 @@ class Session:
             bare_linefeed=self.listener.smtp.bare_linefeed,
         )
         self.tx: Transaction | None = None
-        self.reader: MessageReader | None = None
-        self.data_error: Reply | None = None
-        self.discard = False  # a header-stage verdict said: accept and drop
-        self.auth: sasl.AuthExchange | None = None  # an AUTH exchange in progress
-        self._backend: sasl.CredentialsBackend | None | bool = False  # False: not asked yet
-        self._provided: dict[str, sasl.MechanismFactory] | None | bool = False  # likewise
+        self.data = DataPhase(self)
+        self.auth = Authenticator(self)
         self.busy = False  # in DATA/BDAT or committing: finish before a shutdown
         self.closing = False
         self._out: list[bytes] = []
@@ -153,7 +139,7 @@ class Session:
             self._loop()
         except Closing:
             self._flush_quietly()
-            self._tls_goodbye()
+            tls.goodbye(self.sock)
         except TimeoutError:
             self.log.event("timeout", state=str(self.conn.state))
             self._last_words(TIMEOUT)
@@ -162,22 +148,12 @@ class Session:
         except (ConnectionError, ssl.SSLError, OSError) as exc:
             self.log.event("lost", error=f"{type(exc).__name__}: {exc}")
         finally:
-            self._drop_transaction()
+            self.drop_transaction()
             self.host.notify("on_disconnect", session=self.ctx)
             self.log.disconnect(self.ctx)
             try:
                 self.sock.close()
             except OSError:
-                pass
-
-    def _tls_goodbye(self) -> None:
-        """Send TLS close_notify before closing (OpenSSL clients report a bare TCP
-        close as a truncation attack); wait at most a second for the client's."""
-        if isinstance(self.sock, ssl.SSLSocket):
-            try:
-                self.sock.settimeout(1.0)
-                self.sock.unwrap()
-            except (OSError, ValueError):
                 pass
 
     def _last_words(self, reply: Reply) -> None:
@@ -192,14 +168,14 @@ class Session:
 
     def _greet(self) -> None:
         verdict, _ = self.host.decide("connect", self.ctx)
-        if verdict is not None and _refuses(verdict):
+        if verdict is not None and refuses(verdict):
             self._refuse_greeting(verdict)
             return
         if self.ctx.greeting_delay > 0 and self._talks_first():
             core_set(self.ctx, "pregreet", True)
             self.log.event("pregreet", buffered=self.conn.buffered)
             verdict, _ = self.host.decide("pregreet", self.ctx)
-            if verdict is not None and _refuses(verdict):
+            if verdict is not None and refuses(verdict):
                 self._refuse_greeting(verdict, close=True)
                 return
         banner = self.listener.banner or self.runtime.config.server.banner
@@ -250,24 +226,15 @@ class Session:
 
     def _handshake(self) -> bool:
         """TLS handshake (implicit TLS, or after STARTTLS). False: give up quietly."""
-        context = self.lr.ssl_context
         self.sock.settimeout(float(self.listener.tls.handshake_timeout))
         try:
-            tls = context.wrap_socket(self.sock, server_side=True,
-                                      do_handshake_on_connect=False)
-            tls.do_handshake()
+            sock = tls.handshake(self.sock, self.lr.ssl_context)
         except (ssl.SSLError, OSError, ValueError) as exc:
             self.log.event("tls_failed", client=self.ctx.remote_ip,
                            error=f"{type(exc).__name__}: {exc}")
             return False
-        self.sock = tls
-        cipher = tls.cipher() or ("", "", 0)
-        info = TLSInfo(protocol=tls.version() or "", cipher=cipher[0], bits=cipher[2] or 0,
-                       sni=getattr(tls, "sni_name", "") or "")
-        cert = tls.getpeercert()
-        if cert:
-            info.peer_subject = ", ".join("=".join(x) for rdn in cert.get("subject", ())
-                                          for x in rdn)
+        self.sock = sock
+        info = tls.describe(sock)
         core_set(self.ctx, "tls", info)
         self.log.event("tls", protocol=info.protocol, cipher=info.cipher)
         return True
@@ -277,9 +244,9 @@ class Session:
     def on_helo(self, ev: Helo) -> None:
         verdict, _ = self.host.decide("ehlo", self.ctx, hostname=ev.hostname,
                                       extended=ev.extended)
-        if self._refused(verdict):
+        if self.refused(verdict):
             return
-        self._drop_transaction()
+        self.drop_transaction()
         core_set(self.ctx, "helo_name", ev.hostname)
         core_set(self.ctx, "esmtp", ev.extended)
         greeting = f"{self.ctx.hostname} Hello {ev.hostname} [{self.ctx.remote_ip}]"
@@ -290,7 +257,7 @@ class Session:
                  "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"]
         if self.listener.tls_mode == "starttls" and self.ctx.tls is None:
             lines.append("STARTTLS")
-        offered = self._auth_offered()
+        offered = self.auth.offered()
         if offered:
             lines.append("AUTH " + " ".join(offered))
         if self.listener.smtp.vrfy:
@@ -314,7 +281,7 @@ class Session:
             return
         tx = Transaction(queue_id=new_queue_id(), mail_from=ev.address, mail_params=params)
         verdict, _ = self.host.decide("mail_from", self.ctx, tx)
-        if self._refused(verdict):
+        if self.refused(verdict):
             return
         self.tx = tx
         self.log.event("mail", logging.DEBUG, queue_id=tx.queue_id,
@@ -328,138 +295,37 @@ class Session:
             self.send(TOO_MANY_RCPTS)
             return
         rcpt = Recipient(ev.address, dict(ev.params))
-        core_set(tx, "current_rcpt", rcpt)
-        core_set(tx, "_discard_current", False)
+        tx.begin_recipient(rcpt)
         try:
             verdict, _ = self.host.decide("rcpt_to", self.ctx, tx, recipient=rcpt)
-            if self._refused(verdict):
+            if self.refused(verdict):
                 core_set(self.ctx, "bad_recipients", self.ctx.bad_recipients + 1)
                 return
-            if not tx._discard_current and (verdict is None
-                                             or verdict.action is not Action.DISCARD):
-                tx.recipients.append(rcpt)
-            tx.recipients.extend(tx._extra_rcpts)
-            tx._extra_rcpts.clear()
+            tx.accept_recipient(deliver=verdict is None or verdict.action is not Action.DISCARD)
         finally:
-            core_set(tx, "current_rcpt", None)
+            tx.end_recipient()
         self.send(Reply(250, "2.1.5", "Ok"))
 
     def on_data(self, ev: Data) -> None:
-        if self._start_data():
-            self.send(Reply(354, None, "End data with <CR><LF>.<CR><LF>"))
+        self.data.on_data(ev)
 
     def on_bdat(self, ev: Bdat) -> None:
-        if self.reader is None and self.data_error is None:
-            self._start_data(bdat=True)
-
-    def _start_data(self, bdat: bool = False) -> bool:
-        verdict, _ = self.host.decide("data_start", self.ctx, self.tx)
-        if verdict is not None and _refuses(verdict):
-            reply = _reply_of(verdict)
-            if bdat:  # the chunk is being read anyway; answer at its end
-                self.data_error = reply
-            else:
-                self._answer(verdict)
-            return False
-        self.reader = MessageReader(str(self.runtime.spool.tmp), self.ctx.max_message_size,
-                                    int(self.limits.max_header_size))
-        self.busy = True
-        return True
+        self.data.on_bdat(ev)
 
     def on_chunk(self, ev: DataChunk) -> None:
-        if self.reader is None or self.data_error is not None:
-            return
-        headers = self.reader.feed(ev.data)
-        if headers is not None:
-            self._headers_stage()
-
-    def _headers_stage(self) -> None:
-        tx, reader = self.tx, self.reader
-        headers = reader.headers
-        if headers.count("Received") > self.ctx.max_received_headers:
-            self.data_error = TOO_MANY_HOPS
-            return
-        core_set(tx, "headers", headers)
-        received.add_received(headers, self.ctx, tx, self.listener.smtp.received_header)
-        verdict, _ = self.host.decide("headers_received", self.ctx, tx, headers=headers)
-        if verdict is not None and _refuses(verdict):
-            self.data_error = _reply_of(verdict)
-        elif verdict is not None and verdict.action is Action.DISCARD:
-            self.discard = True
+        self.data.on_chunk(ev)
 
     def on_data_end(self, ev: DataEnd) -> None:
-        reader = self.reader
-        if ev.error is not None:
-            self._finish_data(ev.error)
-            return
-        if ev.last and self.data_error is None and reader is not None and reader.error is None:
-            if reader.finish() is not None:
-                self._headers_stage()
-        error = self.data_error or (reader.error if reader else None)
-        if error is not None:  # a failed BDAT chunk ends the transaction (RFC 3030)
-            self._finish_data(error)
-        elif not ev.last:
-            self.send(Reply(250, "2.0.0", f"{reader.received} octets received"))
-        else:
-            self._deliver()
+        self.data.on_end(ev)
 
-    def _deliver(self) -> None:
-        tx, reader = self.tx, self.reader
-        message = Message(reader.headers, reader.body)
-        core_set(tx, "size", message.size)
-        verdict, _ = self.host.decide("message", self.ctx, tx, message=message)
-        if verdict is not None and _refuses(verdict):
-            self._finish_data(_reply_of(verdict))
-            return
-        authresults.add_fields(message.headers, self.ctx.hostname,
-                               [*self.ctx.auth_results, *tx.auth_results],
-                               {"client_ip": self.ctx.remote_ip, "envelope_from": tx.mail_from,
-                                "helo": self.ctx.helo_name})
-        core_set(tx, "size", message.size)
-        discard = self.discard or (verdict is not None and verdict.action is Action.DISCARD)
-        if discard or not tx.recipients:
-            self.log.event("discarded", queue_id=tx.queue_id)
-            self._count_message(tx)
-            self._finish_data(Reply(250, "2.0.0", f"Ok: queued as {tx.queue_id}"))
-            return
-        try:
-            queue_id, plugin = self.runtime.queue(self.ctx, tx, message)
-        except OSError as exc:
-            self.log.event("queue_failed", queue_id=tx.queue_id,
-                           error=f"{type(exc).__name__}: {exc}")
-            self._finish_data(storage_error(exc))
-            return
-        except Exception:  # noqa: BLE001 - a queue plugin's failure is a 451
-            self.log.exception("queue_failed", queue_id=tx.queue_id)
-            self._finish_data(QUEUE_FAILED)
-            return
-        if queue_id is None:
-            self.log.event("queue_failed", queue_id=tx.queue_id, error="no queue plugin")
-            self._finish_data(QUEUE_FAILED)
-            return
-        self._count_message(tx)
-        self.log.queued(tx, queue_id, plugin)
-        self._finish_data(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
-
-    def _count_message(self, tx: Transaction) -> None:
-        core_set(self.ctx, "message_count", self.ctx.message_count + 1)
-        core_set(self.ctx, "total_size", self.ctx.total_size + tx.size)
-
-    def _finish_data(self, reply: Reply) -> None:
-        self.send(reply)
-        self._drop_transaction()
-
-    def _drop_transaction(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-        self.reader = None
+    def drop_transaction(self) -> None:
+        """The transaction is over (answered, RSET, new EHLO, STARTTLS, closed)."""
+        self.data.reset()
         self.tx = None
-        self.data_error = None
-        self.discard = False
         self.busy = False
 
     def on_rset(self, ev: Rset) -> None:
-        self._drop_transaction()
+        self.drop_transaction()
         self.send(Reply(250, "2.0.0", "Ok"))
 
     def on_noop(self, ev: Noop) -> None:
@@ -491,7 +357,7 @@ class Session:
         if verdict is not None and verdict.action is Action.ACCEPT and verdict.text:
             self.send(Reply(250, "2.1.5", verdict.text.split("\n")))
             return True
-        return self._refused(verdict)
+        return self.refused(verdict)
 
     def on_starttls(self, ev: StartTLS) -> None:
         if self.listener.tls_mode != "starttls":
@@ -504,121 +370,21 @@ class Session:
         discarded = self.conn.start_tls()
         if discarded:
             self.log.event("starttls_injection", discarded_bytes=discarded)
-        self._drop_transaction()
+        self.drop_transaction()
         core_set(self.ctx, "helo_name", "")
         core_set(self.ctx, "esmtp", False)
         core_set(self.ctx, "auth_user", "")
         core_set(self.ctx, "auth_mechanism", "")
 
-    # --- AUTH (RFC 4954; docs/auth.md) ---------------------------------------------------
-
     def on_auth(self, ev: Auth) -> None:
-        name, auth = ev.mechanism, self.listener.auth
-        if name not in self._auth_offered():
-            if self._provided_mechanisms() is None and self._credentials() is None:
-                self.send(NO_AUTH)
-            elif self.ctx.tls is None and name in auth.mechanisms:
-                self.send(AUTH_NEEDS_TLS)
-            else:
-                self.send(UNKNOWN_MECHANISM)
-            return
-        provided = self._provided_mechanisms()
-        backend = (sasl.CredentialsBackend() if provided is not None else self._credentials()
-                   or sasl.CredentialsBackend())  # GSSAPI alone needs no backend
-        options = sasl.SASLOptions(
-            backend=sasl.ThreadedBackend(backend, run_blocking),
-            hostname=self.ctx.hostname, realm=auth.realm, verify_token=self._verify_token,
-            gssapi_keytab=str(auth.gssapi_keytab))
-        mechanism = provided[name](options) if provided is not None else sasl.create(name, options)
-        self.auth = sasl.AuthExchange(mechanism)
-        self._auth_step(name, lambda: self.auth.start(ev.initial_response))
+        self.auth.start(ev)
 
     def on_auth_response(self, ev: AuthResponse) -> None:
-        if self.auth is None:
-            self.send(Reply(501, "5.5.2", "Unexpected authentication data"))
-            return
-        self._auth_step(self.auth.mechanism.name, lambda: self.auth.line(ev.line))
-
-    def _auth_step(self, name: str, step: Callable[[], sasl.AuthReply]) -> None:
-        exchange = self.auth
-        try:
-            reply = step()
-        except Exception:  # noqa: BLE001 - a credentials or token plugin failed: 454, not a crash
-            self.log.exception("auth_backend_failed", mechanism=name)
-            self.auth = None
-            self.send(Reply(454, "4.7.0", "Temporary authentication failure"))
-            return
-        if not exchange.done:  # a 334 challenge
-            self.send(Reply(reply.code, reply.enhanced, reply.text))
-            return
-        self.auth = None
-        result = exchange.result
-        if isinstance(result, sasl.Success):
-            verdict, _ = self.host.decide("auth", self.ctx, mechanism=name,
-                                          username=result.identity)
-            if self._refused(verdict):
-                return
-            core_set(self.ctx, "auth_user", result.identity)
-            core_set(self.ctx, "auth_mechanism", name)
-            self.log.event("auth", user=result.identity, mechanism=name)
-            self.send(AUTH_SUCCEEDED)
-            return
-        core_set(self.ctx, "auth_failures", self.ctx.auth_failures + 1)
-        self.log.event("auth_failed", logging.WARNING, client=self.ctx.remote_ip,
-                       user=result.user or "", mechanism=name, reason=result.reason,
-                       failures=self.ctx.auth_failures)
-        if result.code == 535:  # a guess: make the next one wait
-            time.sleep(float(self.listener.auth.failure_delay))
-        if self.ctx.auth_failures >= self.listener.auth.max_failures:
-            self.send(TOO_MANY_AUTH_FAILURES)
-            self.flush()
-            raise Closing
-        self.send(Reply(result.code, result.enhanced, result.text))
-
-    def _auth_offered(self) -> list[str]:
-        """The mechanisms to offer now: [auth] for this TLS state, if there are credentials."""
-        auth = self.listener.auth
-        names = auth.mechanisms if self.ctx.tls is not None else auth.plaintext_mechanisms
-        if names and self._provided_mechanisms() is not None:
-            return [n for n in names if n in self._provided]
-        # GSSAPI checks tickets against the keytab, not a credentials backend
-        gssapi = ["GSSAPI"] if ("GSSAPI" in names and auth.gssapi_keytab
-                                and "GSSAPI" in sasl.MECHANISMS) else []
-        if not names or self._credentials() is None:
-            return gssapi
-        oauth = self.host.implements("verify_oauth_token")
-        return [n for n in names if n != "GSSAPI" or gssapi
-                if oauth or n not in ("XOAUTH2", "OAUTHBEARER")]
-
-    def _credentials(self) -> sasl.CredentialsBackend | None:
-        """The ``auth_backend`` hook's answer, asked once per session."""
-        if self._backend is False:
-            try:
-                self._backend, _ = self.host.first("auth_backend", session=self.ctx)
-            except Exception:  # noqa: BLE001 - a broken backend plugin means no AUTH
-                self.log.exception("auth_backend_failed")
-                self._backend = None
-        return self._backend
-
-    def _provided_mechanisms(self) -> dict[str, sasl.MechanismFactory] | None:
-        """The ``auth_mechanisms`` hook's answer (a plugin relaying SASL to e.g.
-        Dovecot), asked once per session; it replaces the built-in mechanisms."""
-        if self._provided is False:
-            try:
-                self._provided, _ = self.host.first("auth_mechanisms", session=self.ctx)
-            except Exception:  # noqa: BLE001 - a broken plugin means no AUTH from it
-                self.log.exception("auth_mechanisms_failed")
-                self._provided = None
-        return self._provided
-
-    def _verify_token(self, user: str | None, token: str) -> str | None:
-        identity, _ = self.host.first("verify_oauth_token", session=self.ctx, user=user,
-                                      token=token)
-        return identity
+        self.auth.respond(ev)
 
     def on_bad(self, ev: BadCommand) -> None:
         if ev.verb == "AUTH":
-            self.auth = None  # the engine ended the exchange (an over-long line)
+            self.auth.abandon()
         core_set(self.ctx, "bad_commands", self.ctx.bad_commands + 1)
         if self.ctx.bad_commands > self.limits.max_bad_commands:
             self.log.event("too_many_errors", bad_commands=self.ctx.bad_commands)
@@ -634,29 +400,20 @@ class Session:
 
     # --- verdicts --------------------------------------------------------------------
 
-    def _refused(self, verdict: Verdict | None) -> bool:
+    def refused(self, verdict: Verdict | None) -> bool:
         """Answer a refusing verdict; True if the command was refused."""
-        if verdict is None or not _refuses(verdict):
+        if verdict is None or not refuses(verdict):
             return False
-        self._answer(verdict)
+        self.answer(verdict)
         return True
 
-    def _answer(self, verdict: Verdict) -> None:
+    def answer(self, verdict: Verdict) -> None:
         if not verdict.reply:
             raise Closing  # Verdict.close(): drop the connection, say nothing
-        self.send(_reply_of(verdict))
+        self.send(reply_of(verdict))
         if verdict.action is Action.ABORT:
             self.flush()
             raise Closing
-
-
-def _refuses(verdict: Verdict) -> bool:
-    return verdict.action in (Action.REJECT, Action.TMPREJECT, Action.ABORT)
-
-
-def _reply_of(verdict: Verdict) -> Reply:
-    code, enhanced, text = verdict.reply_parts()
-    return Reply(code, enhanced, text)
 
 
 _HANDLERS = {

@@ -15,9 +15,16 @@ from typing import Annotated, Any
 
 from attrs import frozen
 
-from appliance import AuthResult, PluginConfig, hookimpl
-from appliance.config import Check, Duration, Size
-from appliance.hooks.plugin import PerListener, per_listener
+from appliance import (
+    AuthResult,
+    Check,
+    Duration,
+    PerListener,
+    PluginConfig,
+    Size,
+    hookimpl,
+    per_listener,
+)
 
 from .verify import Signature, verify
 

@@ -14,9 +14,17 @@ from typing import Annotated, Any, Literal
 from appliance_plugins.dkim import DkimArea, auth_results_of, signatures
 from attrs import frozen
 
-from appliance import Action, AuthResult, PluginConfig, Verdict, hookimpl
-from appliance.config import Check, Duration
-from appliance.hooks.plugin import PerListener, per_listener
+from appliance import (
+    Action,
+    AuthResult,
+    Check,
+    Duration,
+    PerListener,
+    PluginConfig,
+    Verdict,
+    hookimpl,
+    per_listener,
+)
 
 from .policy import Outcome, evaluate
 

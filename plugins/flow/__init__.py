@@ -17,10 +17,14 @@ from typing import Any
 import gevent
 from attrs import define, field
 
-from appliance import Verdict, hookimpl
-from appliance.config.units import format_duration
-from appliance.hooks.plugin import PerListener, per_listener
-from appliance.state.counters import StoreUnavailable
+from appliance import (
+    PerListener,
+    StoreUnavailable,
+    Verdict,
+    format_duration,
+    hookimpl,
+    per_listener,
+)
 
 from .clients import Network, client_group, in_networks, parse_networks
 from .settings import FlowSettings, RateLimit

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from attrs import field, frozen
 
-from appliance.config import Check, Duration
+from appliance import Check, Duration
 
 Mode = Literal["enforce", "monitor"]
 OnStoreFailure = Literal["open", "closed"]

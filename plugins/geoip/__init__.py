@@ -20,10 +20,16 @@ from typing import Annotated, Any, Literal
 
 from attrs import Attribute, define, field, frozen
 
-from appliance import PluginConfig, Verdict, hookimpl
-from appliance.config import Check, FilePath
-from appliance.hooks.plugin import PerListener, per_listener
-from appliance.mail.context import SessionContext
+from appliance import (
+    Check,
+    FilePath,
+    PerListener,
+    PluginConfig,
+    SessionContext,
+    Verdict,
+    hookimpl,
+    per_listener,
+)
 
 from .database import (
     FOUND,

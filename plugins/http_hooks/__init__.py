@@ -13,13 +13,20 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal
 
-import urllib3
 from attrs import define, field, frozen
 
-from appliance import PluginConfig, Verdict, hookimpl
-from appliance.config import Check, Duration, Size
-from appliance.hooks.plugin import PerListener, per_listener
-from appliance.hooks.verdict import Action
+from appliance import (
+    Action,
+    Check,
+    Duration,
+    PerListener,
+    PluginConfig,
+    Size,
+    Verdict,
+    hookimpl,
+    per_listener,
+)
+from appliance.clients import HttpClient, HttpFailed
 
 from .codec import (
     BadResponse,
@@ -73,10 +80,6 @@ UNAVAILABLE = {
 }
 
 
-class HookFailed(Exception):
-    """The hook could not be asked or did not answer a hook response."""
-
-
 @define
 class Held:
     """Actions answered before the message exists, applied at the data stage."""
@@ -101,11 +104,7 @@ class HttpHooksPlugin:
         self.config = config
         self.monitor = config.mode == "monitor"
         self.hooks: PerListener[list[HttpHook]] = PerListener([])
-        self.pools = {
-            True: urllib3.PoolManager(num_pools=16, maxsize=16, retries=False),
-            False: urllib3.PoolManager(num_pools=16, maxsize=16, retries=False,
-                                       cert_reqs="CERT_NONE"),
-        }
+        self.http = HttpClient()
 
     @hookimpl
     def on_configure(self, config: Any) -> None:
@@ -179,7 +178,7 @@ class HttpHooksPlugin:
             body = encode_request(build_request(stage, session, transaction, helo=helo,
                                                 recipient=recipient, message=message))
             response = parse_response(self._post(hook, body))
-        except (HookFailed, BadResponse) as exc:
+        except (HttpFailed, BadResponse) as exc:
             log.warning("http_hook_failed", extra={"fields": {
                 **fields, "error": str(exc), "default_action": hook.default_action}})
             return UNAVAILABLE[hook.default_action]
@@ -194,22 +193,9 @@ class HttpHooksPlugin:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if hook.auth_header:
             headers["Authorization"] = hook.auth_header
-        limit = int(hook.max_response_size)
-        try:
-            resp = self.pools[hook.verify_tls].request(
-                "POST", hook.url, body=body, headers=headers, redirect=False,
-                timeout=urllib3.Timeout(total=float(hook.timeout)), preload_content=False)
-            try:
-                if resp.status != 200:
-                    raise HookFailed(f"HTTP status {resp.status}")
-                data = resp.read(limit + 1)
-                if len(data) > limit:
-                    raise HookFailed(f"response larger than {limit} bytes")
-                return data
-            finally:
-                resp.release_conn()
-        except urllib3.exceptions.HTTPError as exc:
-            raise HookFailed(f"{type(exc).__name__}: {exc}") from None
+        return self.http.post(hook.url, body, timeout=float(hook.timeout),
+                              max_response=int(hook.max_response_size), headers=headers,
+                              verify_tls=hook.verify_tls)
 
     def _follow(self, hook: HttpHook, response: HookResponse, stage: str, session: Any,
                 transaction: Any, recipient: Any, message: Any) -> Verdict | None:

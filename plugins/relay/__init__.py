@@ -25,8 +25,7 @@ from typing import Annotated, Any, Literal
 
 from attrs import Attribute, define, field, frozen
 
-from appliance import PluginConfig, RecipientInfo, Verdict, hookimpl
-from appliance.config import Check, FilePath
+from appliance import Check, FilePath, PluginConfig, RecipientInfo, Verdict, hookimpl
 from appliance.netlist import ENTRY_EXPECTED, ListFileError, NetList, is_entry, parse_texts
 from appliance.netlist import read_file as read_networks
 

@@ -24,7 +24,7 @@ import re
 
 from attrs import define, field
 
-from appliance.mail.context import RecipientInfo
+from appliance import RecipientInfo
 
 _DOMAIN = re.compile(r"(?=.{1,253}\Z)([^\s.@:,<>\[\]#]{1,63}\.)*[^\s.@:,<>\[\]#]{1,63}\Z")
 _LOCAL = re.compile(r'[^\s@:,<>"\[\]#]{1,64}\Z')

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from appliance.sasl.users import make_entry, write_users
+from appliance.users import make_entry, write_users
 
 from .conftest import have
 from .test_receive import MSG, connect, stored, talk

@@ -510,7 +510,7 @@ PASSWORD = "correct horse battery staple"
 
 
 def auth_config(tmp_path) -> str:
-    from appliance.sasl.users import make_entry, write_users
+    from appliance.users import make_entry, write_users
 
     users = tmp_path / "users.toml"
     write_users(users, {u: make_entry(u, PASSWORD, ["PLAIN"], "mx.test.example")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from appliance.sasl.users import make_entry, write_users
+from appliance.users import make_entry, write_users
 
 from .postfix import PostfixRelay, unavailable_reason
 from .test_receive import stored

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from appliance.sasl.users import make_entry, write_users
+from appliance.users import make_entry, write_users
 
 from .conftest import read_reply
 from .test_access import wait_for_log

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from appliance.sasl import AuthExchange, SASLOptions, create
-from appliance.sasl.users import UsersFile, make_entry, write_users
+from appliance.users import UsersFile, make_entry, write_users
 
 HOSTNAME = "mx.example.org"
 ALICE, ALICE_PW = "alice@example.org", "pencil"

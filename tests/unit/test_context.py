@@ -44,6 +44,19 @@ def test_transaction_views_and_recipient_ops():
     assert t._discard_current
 
 
+def test_recipients_added_for_a_refused_rcpt_are_dropped_with_it():
+    t = Transaction(queue_id="q", mail_from="a@b")
+    t.begin_recipient(Recipient("refused@b"))
+    t.add_recipient("added-for-refused@b")
+    t.end_recipient()  # refused: never accepted
+    t.begin_recipient(Recipient("ok@b"))
+    t.add_recipient("added-for-ok@b")
+    t.accept_recipient()
+    t.end_recipient()
+    assert [r.address for r in t.recipients] == ["ok@b", "added-for-ok@b"]
+    assert t.current_rcpt is None
+
+
 def test_delay_delivery_formats():
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     assert parse_delay("+1h30m", now) == now + dt.timedelta(hours=1, minutes=30)

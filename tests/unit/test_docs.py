@@ -1,4 +1,5 @@
-"""Every hook is documented in docs/plugins.md with its exact signature."""
+"""The plugin API in docs/plugins.md: every hook with its exact signature, every
+public name."""
 
 import inspect
 from pathlib import Path
@@ -20,3 +21,17 @@ def test_every_hook_documented_with_its_arguments():
         heading = f"### {name}({', '.join(args)})"
         assert heading in DOC, f"docs/plugins.md lacks {heading!r}"
         assert getattr(hookspecs, name).__doc__, f"{name} has no docstring"
+
+
+def test_every_public_name_is_documented_and_resolves():
+    """The public API table of docs/plugins.md lists what `appliance` and
+    `appliance.clients` export, and every export imports."""
+    import appliance
+    import appliance.clients
+
+    table = DOC.split("## The public API", 1)[1].split("\n## ", 1)[0]
+    for module in (appliance, appliance.clients):
+        assert module.__all__
+        for name in module.__all__:
+            assert f"`{name}`" in table, f"docs/plugins.md's public API lacks {name}"
+            assert getattr(module, name) is not None

@@ -16,7 +16,7 @@ from appliance.sasl import CredentialsBackend, DigestMD5, SASLOptions, Success
 from appliance.sasl.digest_md5 import parse_directives
 from appliance.sasl.exchange import AuthExchange
 from appliance.sasl.mechanism import Malformed
-from appliance.sasl.users import UsersFile, make_entry, write_users
+from appliance.users import UsersFile, make_entry, write_users
 
 from .sasl_harness import (  # noqa: F401 (fixtures)
     ALICE,

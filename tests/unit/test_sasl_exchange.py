@@ -23,7 +23,7 @@ from appliance.sasl import (
     create,
 )
 from appliance.sasl.exchange import MAX_LINE, AuthReply
-from appliance.sasl.users import UsersFile
+from appliance.users import UsersFile
 
 from .sasl_harness import (  # noqa: F401 (fixtures)
     ALICE,

@@ -17,7 +17,7 @@ from scramp import ScramClient
 from appliance.sasl import CredentialsBackend, SASLOptions, ScramKeys, ScramSHA256, Success
 from appliance.sasl.exchange import AuthExchange
 from appliance.sasl.saslprep import saslprep
-from appliance.sasl.users import UsersFile, make_entry, write_users
+from appliance.users import UsersFile, make_entry, write_users
 
 from .sasl_harness import (  # noqa: F401 (fixtures)
     ALICE,

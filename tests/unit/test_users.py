@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from appliance import users as users_module
 from appliance.sasl import BackendUnavailable, CramMD5Key, ScramKeys, digest_md5_ha1
-from appliance.sasl import users as users_module
-from appliance.sasl.users import (
+from appliance.users import (
     UsersFile,
     UsersFileError,
     hash_password,

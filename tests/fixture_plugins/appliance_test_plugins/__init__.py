@@ -6,8 +6,7 @@ import time
 
 from attrs import field, frozen
 
-from appliance import Duration, PluginConfig, Verdict, hookimpl
-from appliance.hooks.verdict import Action
+from appliance import Action, Duration, PluginConfig, Verdict, hookimpl
 
 EVENTS = ("connect", "ehlo", "mail_from", "rcpt_to", "data_start", "headers_received",
           "message")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from attrs import frozen
 
 from appliance import PluginConfig, hookimpl
-from appliance.clients.milter import chain_of
+from appliance.clients import chain_of
 
 
 class MilterRules:

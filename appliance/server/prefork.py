@@ -1,0 +1,91 @@
+"""Pre-fork (as gunicorn does): the parent binds the listening sockets and forks
+workers that share them; it then only supervises them, respawning a worker that
+dies and forwarding signals.
+
+A worker is a fork of the supervisor, so the supervisor reloads its own runtime
+on SIGHUP too: a worker respawned after a reload starts with the current
+configuration, not the one the server started with."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Protocol
+
+import gevent
+from gevent.event import Event
+
+from appliance import logs
+from appliance.state import StateKeeper
+
+
+class Worker(Protocol):
+    """What a worker runs: the server, with its sockets bound."""
+
+    share: int
+    state: StateKeeper
+
+    def serve(self) -> None: ...
+    def reload(self, quiet: bool = False) -> None: ...
+
+
+def supervise(server: Worker, workers: int) -> int:
+    """Fork ``workers`` workers that serve the sockets ``server`` has bound; respawn
+    one that dies; forward SIGTERM, SIGINT (as SIGTERM) and SIGHUP to them all."""
+    server.share = workers
+    children: dict[int, int] = {}
+    handlers: list = []  # the supervisor's signal handlers, not a worker's
+    # The counters table is shared memory: made now, every worker counts in it.
+    server.state.prefork(workers)
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            gevent.reinit()
+            for handler in handlers:  # else the worker's own (reload, drain) never run
+                handler.cancel()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            try:
+                server.state.become_worker(index)
+                server.serve()
+            finally:
+                os._exit(0)
+        children[pid] = index
+
+    for i in range(workers):
+        spawn(i)
+    logs.event("workers", count=workers, pids=",".join(map(str, children)))
+
+    stopping = Event()
+
+    def forward(sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping.set()
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM if sig == signal.SIGINT else sig)
+            except ProcessLookupError:
+                pass
+        if sig == signal.SIGHUP:
+            server.reload(quiet=True)  # each worker logs its own reload
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        handlers.append(gevent.signal_handler(sig, forward, sig))
+
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            gevent.sleep(0.1)
+            continue
+        index = children.pop(pid, None)
+        if index is not None and not stopping.is_set():
+            logs.event("worker_died", level=40, pid=pid, status=status)
+            server.state.worker_gone(index)
+            spawn(index)
+    sys.stdout.flush()
+    return 0
