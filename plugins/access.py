@@ -1,4 +1,4 @@
-"""Access lists (FEATURES A1, A2): allow and deny clients by IP address at connect.
+"""Access lists: allow and deny clients by IP address at connect.
 
 The plugin owns the ``[access]`` area; a listener may override any key in
 ``[listeners.NAME.access]`` (a list given there replaces the global one, a list
@@ -29,7 +29,6 @@ from typing import Annotated, Any, Literal
 from attrs import Attribute, define, field, frozen
 
 from appliance import Check, FilePath, PluginConfig, SessionContext, Verdict, hookimpl
-from appliance.mail.context import TraceEntry
 from appliance.netlist import (
     ENTRY_EXPECTED,
     Entry,
@@ -179,14 +178,8 @@ class AccessPlugin:
                 "action": area.deny_action,
             }},
         )
-        if monitor:
-            # Traced here, not by the host, so that [access] mode works per listener.
-            code, enhanced, text = (554, "5.7.1", area.deny_text) if verdict.reply else (
-                None, None, verdict.text)
-            session.trace.append(TraceEntry("connect", "access", verdict.action.value, code,
-                                            enhanced, text, "monitor"))
-            return None
-        return verdict
+        # [access] mode is per listener: the host traces what it would have done.
+        return verdict.as_monitor() if monitor else verdict
 
 
 def _key_path(config: Any, listener: str, key: str) -> str:

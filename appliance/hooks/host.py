@@ -11,14 +11,17 @@ core name, or on an area another plugin claims too, skips the plugin likewise.
 Hooks are called only through :meth:`PluginHost.decide` (verdict hooks),
 :meth:`PluginHost.notify` (collect-all hooks) and :meth:`PluginHost.first`
 (firstresult hooks), with keyword arguments, the per-call time budget, the
-exception policy and the decision trace.
+exception policy and the decision trace. Only the host writes the trace, monitored
+verdicts included, so it reads the same whichever plugin decided. The host calls
+each implementation itself, so a pluggy wrapper hook (``wrapper=True``,
+``hookwrapper=True``) could never wrap anything: a plugin with one is skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -28,6 +31,7 @@ from attrs import define, field
 from appliance.config import PluginConfig
 from appliance.config.areas import area_problem
 from appliance.hooks import specs as hookspecs
+from appliance.hooks.budgets import TimeBudgetExceeded, TimeBudgets
 from appliance.hooks.verdict import Action, Verdict
 from appliance.mail.context import SessionContext, TraceEntry, Transaction
 
@@ -38,10 +42,6 @@ GROUP = hookspecs.NAME
 #: What a failing plugin means for the client: a temporary error, never a 250.
 PLUGIN_FAILURE = Verdict.tmpreject("Internal error in a policy plugin, try again later",
                                    451, "4.3.0")
-
-
-class TimeBudgetExceeded(Exception):
-    """A plugin hook ran past ``server.plugin_timeout``."""
 
 
 @define
@@ -152,7 +152,8 @@ class PluginHost:
     timeout: float
     order: list[str] = field(factory=list)  # plugin names, first asked first
     errors: list[str] = field(factory=list)
-    run_with_timeout: Callable[[float, Callable[[], Any]], Any] | None = None
+    #: The per-call time budget; None (timeout 0: the CLI, tests) calls unbounded.
+    budgets: TimeBudgets | None = None
 
     @classmethod
     def build(
@@ -160,11 +161,12 @@ class PluginHost:
         found: dict[str, Discovered],
         configs: dict[str, PluginConfig],
         timeout: float,
-        run_with_timeout: Callable[[float, Callable[[], Any]], Any] | None = None,
     ) -> PluginHost:
+        """Register the enabled plugins of ``found``; ``timeout`` (seconds, 0: none)
+        bounds every hook call."""
         pm = pluggy.PluginManager(GROUP)
         pm.add_hookspecs(hookspecs)
-        host = cls(pm, configs, timeout, run_with_timeout=run_with_timeout)
+        host = cls(pm, configs, timeout, budgets=TimeBudgets(timeout) if timeout else None)
         enabled = [
             d for d in found.values()
             if not d.error and configs.get(d.name, d.schema()).enabled
@@ -177,7 +179,7 @@ class PluginHost:
             try:
                 plugin = d.obj(config) if isinstance(d.obj, type) else d.obj
                 pm.register(plugin, name=d.name)
-                _check_known_hooks(pm, d.name)
+                _check_hooks(pm, d.name)
             except Exception as exc:  # noqa: BLE001
                 msg = f"plugin {d.name}: {type(exc).__name__}: {exc}"
                 log.error("%s; plugin skipped", msg)
@@ -208,9 +210,9 @@ class PluginHost:
 
     def _call(self, impl, kwargs: dict[str, Any]) -> Any:
         args = {a: kwargs[a] for a in impl.argnames}
-        if self.run_with_timeout is None or not self.timeout:
+        if self.budgets is None:
             return impl.function(**args)
-        return self.run_with_timeout(self.timeout, lambda: impl.function(**args))
+        return self.budgets.run(lambda: impl.function(**args))
 
     def decide(
         self,
@@ -222,7 +224,8 @@ class PluginHost:
         """Ask plugins in order; the first verdict that stops decides.
 
         Returns (verdict or None, name of the plugin that decided). A plugin in
-        monitor mode has its verdict traced as "would have" and is ignored.
+        monitor mode has its verdict traced as "would have" and is ignored, and
+        so is every verdict a plugin marks ``as_monitor()``.
         """
         impls = self._impls(f"on_{event}")
         if not impls:
@@ -242,11 +245,14 @@ class PluginHost:
                 _record(session, transaction, event, name, verdict, "enforce",
                         f"{type(exc).__name__}: {exc}")
                 return verdict, name
-            if verdict is not None and not isinstance(verdict, Verdict):
+            if verdict is not None and not _is_verdict(verdict):
                 log.error("plugin %s returned %r from %s, not a Verdict", name, verdict, hook)
                 _record(session, transaction, event, name, PLUGIN_FAILURE, "enforce",
                         f"bad return value {verdict!r}")
                 return PLUGIN_FAILURE, name
+            if verdict is not None and verdict.monitored:
+                for would in verdict.monitored:
+                    _record(session, transaction, event, name, would, "monitor")
             if verdict is None or verdict.action is Action.CONTINUE:
                 if log.isEnabledFor(logging.DEBUG):
                     _record(session, transaction, event, name, verdict or Verdict(
@@ -273,41 +279,41 @@ class PluginHost:
         return bool(self._impls(hook))
 
     def first(self, hook: str, **kwargs: Any) -> tuple[Any, str]:
-        """First non-None result and the plugin that gave it. Exceptions propagate
-        (the caller maps them to a reply)."""
+        """First non-None result and the plugin that gave it, each call under the
+        time budget. Exceptions, TimeBudgetExceeded included, propagate (the
+        caller maps them to a reply: 451 for queue_message, no AUTH or 454 for
+        the AUTH hooks, the relay plugin's 451 for lookup_recipient)."""
         for impl in self._impls(hook):
-            result = impl.function(**{a: kwargs[a] for a in impl.argnames})
+            result = self._call(impl, kwargs)
             if result is not None:
                 return result, impl.plugin_name
         return None, ""
 
 
-class OtherPlugins:
-    """What ``on_configure``'s ``hooks`` lets a plugin do with the others: ask a
-    first-result hook (the relay plugin asks ``lookup_recipient``). Nothing more
-    of the plugin host is exposed."""
-
-    __slots__ = ("_host",)
-
-    def __init__(self, host: PluginHost) -> None:
-        self._host = host
-
-    def first(self, hook: str, **kwargs: Any) -> tuple[Any, str]:
-        """(first non-None answer or None, name of the plugin that gave it)."""
-        return self._host.first(hook, **kwargs)
+def _is_verdict(verdict: Any) -> bool:
+    return isinstance(verdict, Verdict) and (not verdict.monitored or all(
+        isinstance(would, Verdict) for would in verdict.monitored))
 
 
-def _check_known_hooks(pm: pluggy.PluginManager, name: str) -> None:
+def _check_hooks(pm: pluggy.PluginManager, name: str) -> None:
     """Like ``check_pending()`` but for one plugin, so a typo'd hook name skips
-    that plugin only."""
+    that plugin only; so does a wrapper hook, which the host cannot call."""
     for hook_name in dir(pm.hook):
         if hook_name.startswith("_"):
             continue
         caller = getattr(pm.hook, hook_name)
-        if caller.spec is None and any(i.plugin_name == name for i in caller.get_hookimpls()):
+        mine = [i for i in caller.get_hookimpls() if i.plugin_name == name]
+        if not mine:
+            continue
+        if caller.spec is None:
             raise pluggy.PluginValidationError(
                 pm.get_plugin(name), f"unknown hook {hook_name!r} (not in appliance.hooks.specs)"
             )
+        if any(i.wrapper or i.hookwrapper for i in mine):
+            raise pluggy.PluginValidationError(
+                pm.get_plugin(name),
+                f"hook {hook_name!r} is a wrapper (wrapper=True or hookwrapper=True),"
+                " which smtp-appliance does not support: implement it as a plain hook")
 
 
 def _record(

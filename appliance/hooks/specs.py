@@ -5,6 +5,8 @@ Plugins are asked in priority order (``[plugins.NAME] priority``, lower first);
 the first verdict that is not ``continue`` decides and later plugins are not
 asked. ``None`` means "no opinion". A plugin that raises or overruns
 ``server.plugin_timeout`` gives ``451 4.3.0`` for that command, never a 250.
+Every hook call, first-result hooks included, is bounded by that budget. A
+plugin monitoring one of its own settings returns ``verdict.as_monitor()``.
 
 Arguments are passed by keyword; a plugin may accept any subset of them.
 Hook specs only ever gain arguments.
@@ -19,7 +21,7 @@ import pluggy
 if TYPE_CHECKING:
     from appliance.config import AppConfig
     from appliance.dns import Resolver
-    from appliance.hooks.host import OtherPlugins
+    from appliance.hooks.others import OtherPlugins
     from appliance.hooks.verdict import Verdict
     from appliance.mail.context import Recipient, RecipientInfo, SessionContext, Transaction
     from appliance.mail.headers import Headers
@@ -227,7 +229,8 @@ def on_configure(
         ``[server.state]`` changed
     :param hooks: asks the other plugins: ``hooks.first("lookup_recipient",
         session=..., transaction=..., address=...)`` returns (first answer or
-        ``None``, name of the plugin that gave it); exceptions propagate
+        ``None``, name of the plugin that gave it), each call under the time budget;
+        exceptions propagate
     :param dns: the appliance's resolver (``[dns]``, ``appliance.dns.Resolver``):
         ``dns.budget(seconds)`` gives lookups under a time budget; failures raise
         ``appliance.dns.DnsTempError``

@@ -1,15 +1,19 @@
 """Verdicts: what a plugin answers to an event.
 
 A hook returns a :class:`Verdict` or ``None`` (carry on). The vocabulary is the
-seeds' one and the config's one: accept, continue, reject, tmpreject, discard,
-abort. ``code``/``enhanced``/``text`` override the default reply for the action.
+config's one: accept, continue, reject, tmpreject, discard, abort.
+``code``/``enhanced``/``text`` override the default reply for the action.
+
+A plugin with a monitor setting of its own (per list, per limit, per listener)
+returns ``verdict.as_monitor()``: the plugin host traces and logs it as "would
+have" and asks the next plugin, so that only the host writes the decision trace.
 """
 
 from __future__ import annotations
 
 import enum
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 
 class Action(enum.Enum):
@@ -37,6 +41,9 @@ class Verdict:
     text: str | None = None
     #: False: close the connection without any reply (abort only; ``Verdict.close``).
     reply: bool = True
+    #: What the plugin would have answered but only monitors: traced as "(monitor)"
+    #: by the host, in order, before this verdict is applied.
+    monitored: tuple[Verdict, ...] = ()
 
     # Constructors that read like the config vocabulary.
     @classmethod
@@ -71,6 +78,21 @@ class Verdict:
     def stops(self) -> bool:
         """True when no later plugin is asked about this event."""
         return self.action is not Action.CONTINUE
+
+    def as_monitor(self) -> Verdict:
+        """This verdict traced as "would have", not applied: a ``continue`` that
+        carries it. For a plugin's own monitor settings; the plugin-wide
+        ``[plugins.NAME] mode = "monitor"`` needs nothing from the plugin."""
+        return Verdict(Action.CONTINUE,
+                       monitored=(*self.monitored, evolve(self, monitored=())))
+
+    def then(self, later: Verdict | None) -> Verdict:
+        """One hook's answers in the order it found them (a plugin that checks
+        several limits): this verdict if it stops, else ``later`` (if any) with
+        this one's monitored verdicts traced first."""
+        if self.stops or later is None:
+            return self
+        return evolve(later, monitored=(*self.monitored, *later.monitored))
 
     def reply_parts(self) -> tuple[int, str, str]:
         """(code, enhanced, text) for a refusing verdict, filling in defaults."""

@@ -7,52 +7,20 @@ from __future__ import annotations
 
 import socket
 import ssl
-import weakref
 from pathlib import Path
 from typing import Any
 
-import gevent
 from attrs import define
 
 from appliance.config import AppConfig, Listener, load_config
 from appliance.dns import ResolverKeeper
-from appliance.hooks.host import (
-    Discovered,
-    OtherPlugins,
-    PluginHost,
-    TimeBudgetExceeded,
-    loader_inputs,
-)
+from appliance.hooks.host import Discovered, PluginHost, loader_inputs
+from appliance.hooks.others import OtherPlugins
 from appliance.mail.context import SessionContext, Transaction
 from appliance.mail.message import Message
 from appliance.server.tls import make_ssl_context
 from appliance.spool import Spool
 from appliance.state import StateKeeper
-
-#: Each session greenlet's plugin time budget, restarted for every plugin call: a new
-#: gevent.Timeout (a timer and an exception) per call cost a tenth of a worker's CPU.
-_BUDGETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _budget(seconds: float) -> gevent.Timeout:
-    return gevent.Timeout(seconds, TimeBudgetExceeded(f"took longer than {seconds:g}s"))
-
-
-def _run_with_timeout(seconds: float, fn):
-    glet = gevent.getcurrent()
-    budget = _BUDGETS.get(glet)
-    if budget is None or budget.seconds != seconds:
-        budget = _BUDGETS[glet] = _budget(seconds)
-    elif budget.pending:  # a plugin call inside a plugin call: a budget of its own
-        budget = _budget(seconds)
-    budget.start()
-    try:
-        return fn()
-    except TimeBudgetExceeded:
-        _BUDGETS.pop(glet, None)  # a fresh exception next time, not this one re-raised
-        raise
-    finally:
-        budget.cancel()
 
 
 @define
@@ -93,8 +61,7 @@ def build_runtime(config_dir: str | Path, found: dict[str, Discovered],
         ctx = make_ssl_context(lc.tls) if lc.tls_mode != "none" else None
         listeners[name] = ListenerRuntime(name, lc, ctx)
     spool = Spool(config.queue.directory, fsync=config.queue.fsync)
-    host = PluginHost.build(found, config.plugins, float(config.server.plugin_timeout),
-                            run_with_timeout=_run_with_timeout)
+    host = PluginHost.build(found, config.plugins, float(config.server.plugin_timeout))
     counters = (state or StateKeeper()).counters_for(config.server.state)
     resolver = (dns or ResolverKeeper()).resolver_for(config.dns)
     host.notify("on_configure", config=config, spool=spool, counters=counters,

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from attrs import frozen
 
 from appliance import (
+    Action,
     AuthResult,
     Check,
     Duration,
@@ -26,7 +27,6 @@ from appliance import (
     per_listener,
 )
 from appliance.dkim import DkimArea, verify_message
-from appliance.mail.context import TraceEntry
 
 from .policy import Outcome, evaluate
 
@@ -122,14 +122,9 @@ class DmarcPlugin:
             return None
         verdict = self._verdict(choice, area, outcome)
         if monitor:
-            # Traced here, not by the host, so that [dmarc] mode works per listener.
-            code, enhanced, text = verdict.reply_parts() if verdict else (None, None, choice)
-            session.trace.append(TraceEntry("message", "dmarc", verdict.action.value
-                                            if verdict else choice, code, enhanced, text,
-                                            "monitor"))
-            if transaction is not None:
-                transaction.trace.append(session.trace[-1])
-            return None
+            # [dmarc] mode is per listener: the host traces what it would have done
+            # (quarantine and header are no reply: a continue naming them).
+            return (verdict or Verdict(Action.CONTINUE, text=choice)).as_monitor()
         if choice == "quarantine":
             transaction.quarantine(f"DMARC policy {outcome.policy} of {outcome.domain}")
         elif choice == "header":

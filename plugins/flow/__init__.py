@@ -5,7 +5,7 @@ whole appliance, every worker and, with the Redis store, every instance. Connect
 limits refuse at connect with 421 4.7.0 and close; message and recipient rates
 answer 451 4.7.1 at MAIL and RCPT; too many bad recipients or auth failures in one
 session end it with 421 4.7.0 at the next command. The server-wide and per-listener
-session caps (F1) are the core's: ``server.max_sessions``, ``listeners.NAME.max_sessions``.
+session caps are the core's: ``server.max_sessions``, ``listeners.NAME.max_sessions``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from appliance import (
     hookimpl,
     per_listener,
 )
-from appliance.mail.context import TraceEntry
 
 from .clients import Network, client_group, in_networks, parse_networks
 from .settings import FlowSettings, RateLimit
@@ -98,8 +97,10 @@ class FlowControl:
         st = self._new_state(session, s)
         if st.exempt:
             return None
-        verdict = self._ban_check(session, s, st) or self._connection_limits(session, s, st)
-        if verdict is None and s.pregreet.delay > 0:
+        verdict = self._ban_check(session, s, st)
+        if not _stops(verdict):
+            verdict = _then(verdict, self._connection_limits(session, s, st))
+        if not _stops(verdict) and s.pregreet.delay > 0:
             session.greeting_delay = float(s.pregreet.delay)
         return verdict
 
@@ -113,8 +114,8 @@ class FlowControl:
         if left <= 0:
             return None
         verdict = _ban_verdict(s, st.group)
-        return self._over(session, None, "connect", "ban", s.autoban.mode, verdict,
-                          st.group, detail={"seconds_left": round(left)})
+        return self._over(session, "ban", s.autoban.mode, verdict, st.group,
+                          detail={"seconds_left": round(left)})
 
     def _connection_limits(self, session: Any, s: FlowSettings, st: FlowState) -> Verdict | None:
         where, group = session.listener, st.group
@@ -126,7 +127,8 @@ class FlowControl:
             limits.append(("connections_per_ip", s.connections_per_ip,
                            f"flow:conn:{where}:{group}", group, Verdict.abort,
                            f"Too many connections from {group}"))
-        return self._rates(session, None, "connect", limits) or self._concurrent(session, s, st)
+        verdict = self._rates(session, limits)
+        return verdict if _stops(verdict) else _then(verdict, self._concurrent(session, s, st))
 
     def _concurrent(self, session: Any, s: FlowSettings, st: FlowState) -> Verdict | None:
         cfg = s.concurrent_connections_per_ip
@@ -142,7 +144,7 @@ class FlowControl:
             return None
         text = (f"Too many concurrent connections from {st.group} (limit {cfg.limit}),"
                 " try again later")
-        return self._over(session, None, "connect", "concurrent_connections_per_ip", cfg.mode,
+        return self._over(session, "concurrent_connections_per_ip", cfg.mode,
                           Verdict.abort(text), st.group, detail={"count": count})
 
     @hookimpl
@@ -151,8 +153,7 @@ class FlowControl:
         if st is None or st.exempt:
             return None
         s = self._settings(session)
-        return self._over(session, None, "pregreet", "pregreet", s.pregreet.mode, PREGREET,
-                          st.group)
+        return self._over(session, "pregreet", s.pregreet.mode, PREGREET, st.group)
 
     @hookimpl
     def on_disconnect(self, session: Any) -> None:
@@ -191,17 +192,15 @@ class FlowControl:
         """The session checks, then ``what`` ("messages" or "recipients") per
         client, user and sender domain."""
         verdict = self._session_checks(session, tx, event)
-        if verdict is not None:
-            return verdict
         st = self._state(session)
-        if st.exempt:
-            return None
+        if _stops(verdict) or st.exempt:
+            return verdict
         s = self._settings(session)
-        return self._per_sender(session, tx, event, st, what, getattr(s, f"{what}_per_ip"),
-                                getattr(s, f"{what}_per_user"),
-                                getattr(s, f"{what}_per_sender_domain"))
+        return _then(verdict, self._per_sender(
+            session, tx, st, what, getattr(s, f"{what}_per_ip"),
+            getattr(s, f"{what}_per_user"), getattr(s, f"{what}_per_sender_domain")))
 
-    def _per_sender(self, session: Any, tx: Any, event: str, st: FlowState, what: str,
+    def _per_sender(self, session: Any, tx: Any, st: FlowState, what: str,
                     per_ip: RateLimit, per_user: RateLimit, per_domain: RateLimit,
                     ) -> Verdict | None:
         """Messages (at MAIL) or recipients (at RCPT) per client, user, sender domain:
@@ -221,11 +220,12 @@ class FlowControl:
             limits.append((f"{what}_per_sender_domain", per_domain,
                            f"flow:{what}:domain:{where}:{domain}", domain, Verdict.tmpreject,
                            f"Too many {what} from sender domain {domain}"))
-        return self._rates(session, tx, event, limits)
+        return self._rates(session, limits)
 
     def _session_checks(self, session: Any, tx: Any, event: str) -> Verdict | None:
-        """Before a command is answered: auto-ban, bad recipients (E3), the tarpit.
-        (E1 and E2 are the core's: ``limits.max_bad_commands``, ``auth.max_failures``.)"""
+        """Before a command is answered: auto-ban, bad recipients, the tarpit. (Bad
+        commands and auth failures per session are the core's:
+        ``limits.max_bad_commands``, ``auth.max_failures``.)"""
         st = self._state(session)
         if st.exempt:
             return None
@@ -236,14 +236,14 @@ class FlowControl:
         cfg, count = s.bad_recipients, session.bad_recipients
         if cfg.limit and count >= cfg.limit:
             text = f"Too many bad recipients (limit {cfg.limit}), closing connection"
-            verdict = self._over(session, tx, event, "bad_recipients", cfg.mode,
-                                 Verdict.abort(text), st.group, detail={"count": count})
-            if verdict is not None:
+            verdict = self._over(session, "bad_recipients", cfg.mode, Verdict.abort(text),
+                                 st.group, detail={"count": count})
+            if _stops(verdict):
                 return verdict
         errors = session.bad_commands + session.bad_recipients + session.auth_failures
         if s.tarpit.delay > 0 and errors >= s.tarpit.after_errors and not self.monitor_all:
             gevent.sleep(float(s.tarpit.delay))  # cooperative: delays this session only
-        return None
+        return verdict
 
     # --- auto-ban -----------------------------------------------------------------------
 
@@ -290,11 +290,12 @@ class FlowControl:
 
     # --- counting and refusing ------------------------------------------------------------
 
-    def _rates(self, session: Any, tx: Any, event: str, limits: list[tuple]) -> Verdict | None:
+    def _rates(self, session: Any, limits: list[tuple]) -> Verdict | None:
         """One event more for each limit ``(name, cfg, key, subject, refuse, what)``,
         counted together in one store call (one per ``on_store_failure`` setting);
-        the first limit over ``cfg.limit`` in ``cfg.interval`` refuses. Every limit
-        counts the event, also when an earlier one refuses it."""
+        the first limit over ``cfg.limit`` in ``cfg.interval`` refuses, after those in
+        monitor mode that are over too. Every limit counts the event, also when an
+        earlier one refuses it."""
         if not limits:
             return None
         counts: list[int | None] = [None] * len(limits)
@@ -308,39 +309,29 @@ class FlowControl:
                 continue  # these stay None: answered below, in order
             for i, n in zip(picked, found, strict=True):
                 counts[i] = n
+        verdict: Verdict | None = None
         for (name, cfg, _key, subject, refuse, what), count in zip(limits, counts, strict=True):
             if count is None:
-                verdict = _store_down(cfg.on_store_failure, cfg.mode)
-                if verdict is not None:
-                    return verdict
-                continue
-            if count <= cfg.limit:
-                continue
-            text = (f"{what} (limit {cfg.limit} per {format_duration(cfg.interval)}),"
-                    " try again later")
-            verdict = self._over(session, tx, event, name, cfg.mode, refuse(text), subject,
-                                 interval=float(cfg.interval), detail={"count": count})
-            if verdict is not None:
+                verdict = _then(verdict, _store_down(cfg.on_store_failure, cfg.mode))
+            elif count > cfg.limit:
+                text = (f"{what} (limit {cfg.limit} per {format_duration(cfg.interval)}),"
+                        " try again later")
+                verdict = _then(verdict, self._over(
+                    session, name, cfg.mode, refuse(text), subject,
+                    interval=float(cfg.interval), detail={"count": count}))
+            if _stops(verdict):
                 return verdict
-        return None
+        return verdict
 
-    def _over(self, session: Any, tx: Any, event: str, name: str, mode: str, verdict: Verdict,
-              subject: str, interval: float = 60.0, detail: dict | None = None,
-              ) -> Verdict | None:
+    def _over(self, session: Any, name: str, mode: str, verdict: Verdict, subject: str,
+              interval: float = 60.0, detail: dict | None = None) -> Verdict:
         """A limit was exceeded: log it (once per interval per client and limit) and
-        refuse, or only trace "would have refused" when the limit is in monitor mode."""
+        refuse, or, when the limit is in monitor mode, have the host trace "would
+        have refused" (the plugin's own monitor mode is the host's too)."""
         monitor = mode == "monitor" or self.monitor_all
         self._note(session, name, subject, interval,
                    "would_refuse" if monitor else "refused", **(detail or {}))
-        if mode == "monitor":  # the plugin's own monitor mode is traced by the core
-            code, enhanced, text = verdict.reply_parts()
-            entry = TraceEntry(event, NAME, verdict.action.value, code, enhanced, text,
-                               "monitor")
-            session.trace.append(entry)
-            if tx is not None:
-                tx.trace.append(entry)
-            return None
-        return verdict
+        return verdict.as_monitor() if mode == "monitor" else verdict
 
     def _note(self, session: Any, name: str, subject: str, interval: float, outcome: str,
               **fields: Any) -> None:
@@ -357,6 +348,15 @@ class FlowControl:
         log.warning("flow_%s", outcome, extra={"fields": {
             "session": session.session_id, "limit": name, "client": session.remote_ip,
             "counted_as": subject, "listener": session.listener, **fields}})
+
+
+def _stops(verdict: Verdict | None) -> bool:
+    return verdict is not None and verdict.stops
+
+
+def _then(earlier: Verdict | None, later: Verdict | None) -> Verdict | None:
+    """Two checks' answers in order (see ``Verdict.then``)."""
+    return later if earlier is None else earlier.then(later)
 
 
 def _autoban_on(s: FlowSettings) -> bool:

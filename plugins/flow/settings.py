@@ -53,7 +53,7 @@ class RateLimit:
 
 @frozen(kw_only=True)
 class ConnectionsPerIp:
-    """F4: new connections from one client (IP or IPv6 prefix) per interval; the same
+    """New connections from one client (IP or IPv6 prefix) per interval; the same
     keys as :class:`RateLimit`, on by default."""
 
     limit: Annotated[int, _COUNT] = 100
@@ -64,7 +64,7 @@ class ConnectionsPerIp:
 
 @frozen(kw_only=True)
 class ConcurrentLimit:
-    """F2: sessions open at the same time from one client (no interval)."""
+    """Sessions open at the same time from one client (no interval)."""
 
     limit: Annotated[int, _COUNT] = 50
     mode: Mode = "enforce"
@@ -76,7 +76,7 @@ class ConcurrentLimit:
 
 @frozen(kw_only=True)
 class SessionLimit:
-    """E3: bad recipients in one session; reached, the next command gets 421 4.7.0."""
+    """Bad recipients in one session; reached, the next command gets 421 4.7.0."""
 
     limit: Annotated[int, _COUNT] = 20
     mode: Mode = "enforce"

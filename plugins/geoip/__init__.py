@@ -1,5 +1,5 @@
-"""GeoIP (FEATURES S5, the seeds' checkGeoIp): the client's country from a MaxMind
-DB file, checked against allowed and banned country lists at connect.
+"""GeoIP: the client's country from a MaxMind DB file, checked against allowed and
+banned country lists at connect.
 
 The plugin owns the ``[geoip]`` area; a listener may override any key in
 ``[listeners.NAME.geoip]`` (a submission listener usually bans nobody). It records
@@ -32,7 +32,6 @@ from appliance import (
     hookimpl,
     per_listener,
 )
-from appliance.mail.context import TraceEntry
 
 from .database import (
     FOUND,
@@ -176,13 +175,8 @@ class GeoIPPlugin:
         verdict = _verdict(area, country)
         if verdict is None:
             return None  # action "continue": only marked, for later rules
-        if monitor:
-            # Traced here, not by the host, so that [geoip] mode works per listener.
-            code, enhanced, text = verdict.reply_parts()
-            session.trace.append(TraceEntry("connect", "geoip", verdict.action.value,
-                                            code, enhanced, text, "monitor"))
-            return None
-        return verdict
+        # [geoip] mode is per listener: the host traces what it would have done.
+        return verdict.as_monitor() if monitor else verdict
 
 
 def _verdict(area: GeoIPArea, country: str | None) -> Verdict | None:

@@ -8,6 +8,7 @@ import json
 import smtplib
 import socket
 import threading
+import time
 
 import pytest
 
@@ -133,6 +134,21 @@ def test_plugin_time_budget(make_appliance):
     assert app.log().count("TimeBudgetExceeded") >= 2
 
 
+def test_first_result_hooks_have_the_time_budget_too(make_appliance):
+    app = make_appliance('[server]\nplugin_timeout = "1s"\n'
+                         '[plugins.test-slow]\nenabled = true\nevent = "queue_message"\n'
+                         'delay = "60s"\n')
+    s = connect(app)
+    talk(s, b"EHLO slow.example\r\n")
+    started = time.monotonic()
+    replies = transaction(s)
+    assert replies[-1] == b"451 4.3.0 Could not queue the message, try again later\r\n"
+    assert time.monotonic() - started < 10
+    assert app.queued() == []
+    assert "queue_failed" in app.log() and "TimeBudgetExceeded" in app.log()
+    assert talk(s, b"NOOP\r\n").startswith(b"250")  # the session goes on
+
+
 def test_slow_plugin_blocks_only_its_own_session(make_appliance):
     app = make_appliance('[plugins.test-slow]\nenabled = true\nevent = "rcpt_to"\n'
                          'delay = "3s"\n')
@@ -213,6 +229,17 @@ def test_plugin_with_unknown_hook_is_skipped_not_fatal(make_appliance):
     assert "plugin test-badhook" in app.log() and "unknown hook 'on_rcpt'" in app.log()
     listing = app.cli("plugins")
     assert listing.returncode == 1 and "unknown hook 'on_rcpt'" in listing.stdout
+
+
+def test_plugin_with_a_wrapper_hook_is_skipped_not_a_451(make_appliance):
+    app = make_appliance("[plugins.test-wrapper]\nenabled = true\n")
+    with smtplib.SMTP("127.0.0.1", app.port) as c:
+        assert c.sendmail("a@example.org", ["b@example.net"], MSG) == {}
+    assert len(app.queued()) == 1
+    assert ("plugin test-wrapper: PluginValidationError: hook 'on_mail_from' is a wrapper"
+            in app.log())
+    listing = app.cli("plugins")
+    assert listing.returncode == 1 and "hook 'on_mail_from' is a wrapper" in listing.stdout
 
 
 def test_example_plugin_installed_from_its_own_distribution(make_appliance):

@@ -10,6 +10,7 @@ from attrs.exceptions import FrozenAttributeError
 from appliance.config import AppConfig, Listener, PluginConfig
 from appliance.hooks.verdict import Action
 from appliance.mail.context import SessionContext
+from tests.unit.plugin_host import ask
 
 
 def session(ip: str, listener: str = "mta") -> SessionContext:
@@ -61,7 +62,7 @@ def test_close_is_an_abort_without_reply():
 def test_monitor_traces_and_lets_in(area_mode, plugin_mode):
     p = plugin(AccessArea(deny=["192.0.2.1"], mode=area_mode), mode=plugin_mode)
     s = session("192.0.2.1")
-    assert p.on_connect(s) is None
+    assert ask(p, "access", "connect", s) is None
     [entry] = s.trace
     assert (entry.event, entry.plugin, entry.action, entry.code, entry.enhanced,
             entry.mode) == ("connect", "access", "reject", 554, "5.7.1", "monitor")

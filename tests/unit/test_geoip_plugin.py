@@ -12,6 +12,7 @@ from appliance.config import AppConfig, ConfigError, Listener, load_config
 from appliance.hooks.verdict import Action
 from appliance.mail.context import SessionContext
 from tests.mmdb import write_country_db
+from tests.unit.plugin_host import ask
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +118,8 @@ def test_actions(db):
 def test_monitor_traces_and_lets_in(db, area_mode, plugin_mode):
     p = plugin(GeoIPArea(database=db, banned_countries=["US"], mode=area_mode),
                mode=plugin_mode)
-    v, s = connect(p, "8.8.8.8")
-    assert v is None and banned(s) is True
+    s = session("8.8.8.8")
+    assert ask(p, "geoip", "connect", s) is None and banned(s) is True
     assert [str(t) for t in s.trace] == [
         "connect geoip reject 554 5.7.1 'Connections from your country (US) are not "
         "accepted' (monitor)"]

@@ -118,11 +118,16 @@ class Raiser(_OneEvent):
 
 
 class Slow(_OneEvent):
-    """Sleeps (cooperatively) in the configured event."""
+    """Sleeps (cooperatively) in the configured event; ``event = "queue_message"``
+    sleeps in that first-result hook, then lets the spool queue the message."""
 
     def _act(self, event):
         if event == self.config.event:
             time.sleep(float(self.config.delay))
+
+    @hookimpl
+    def queue_message(self, session):
+        return self._act("queue_message")
 
 
 class Editor:
@@ -209,6 +214,22 @@ class BadHook:
     @hookimpl
     def on_rcpt(self, session):  # typo of on_rcpt_to
         return Verdict.reject("should never run")
+
+
+class Wrapper:
+    """Implements a hook as a pluggy wrapper: must be skipped with an error, not
+    turned into a 451 at every MAIL FROM."""
+
+    @frozen(kw_only=True)
+    class Config(PluginConfig):
+        enabled: bool = False
+
+    def __init__(self, config):
+        pass
+
+    @hookimpl(wrapper=True)
+    def on_mail_from(self, session):
+        return (yield)
 
 
 @frozen(kw_only=True)
