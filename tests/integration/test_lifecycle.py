@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -15,7 +16,7 @@ import time
 import pytest
 
 from .conftest import read_reply
-from .test_receive import MSG, connect, talk
+from .test_receive import MSG, connect, stored, talk
 
 
 def test_sigterm_idle_gets_421_data_session_finishes(make_appliance):
@@ -258,18 +259,52 @@ def test_no_monkey_patch_warning_and_serve_refuses_bad_config(appliance, tmp_pat
     assert r.returncode == 1 and "listeners.mx.port" in r.stderr
 
 
-def test_workers_share_the_listening_socket(make_appliance):
-    app = make_appliance("[server]\nworkers = 2\n")
-    pids = set()
+def _worker_pid(app, index: int) -> int:
+    """The pid of the worker process that received a stored message (test-worker)."""
+    _, data = stored(app, index)
+    return int(re.search(rb"\r\nX-Worker-Pid: (\d+)\r\n", data).group(1))
+
+
+def test_workers_share_the_listening_socket(make_appliance, tmp_path):
+    held_pid = tmp_path / "held.pid"
+    app = make_appliance(f"""
+        [server]
+        workers = 2
+        [plugins.test-worker]
+        enabled = true
+        hold = "2s"
+        held_pid_file = "{held_pid}"
+        """)
+    deadline = time.monotonic() + 10  # the supervisor logs the pids once both are forked
+    while not (forked := re.search(r" workers count=2 pids=(\d+),(\d+)\n", app.log())):
+        assert time.monotonic() < deadline, app.log()
+        time.sleep(0.05)
+    workers = {int(p) for p in forked.groups()}
+    children = subprocess.run(["pgrep", "-P", str(app.proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    assert {int(p) for p in children} == workers and len(workers) == 2
     for _ in range(20):
         with smtplib.SMTP("127.0.0.1", app.port) as c:
             c.sendmail("a@example.org", ["b@example.net"], MSG)
-    for p in app.queued():
-        pids.add(json.loads(p.read_text())["session_id"])
     assert len(app.queued()) == 20
-    children = subprocess.run(["pgrep", "-P", str(app.proc.pid)], capture_output=True,
-                              text=True).stdout.split()
-    assert len(children) == 2
+    assert {_worker_pid(app, i) for i in range(20)} <= workers
+    # One worker is held busy (blocked in a plugin): a new connection on the same
+    # port is then accepted and served by the other one.
+    held = connect(app)
+    held.sendall(b"EHLO hold.example\r\n")
+    deadline = time.monotonic() + 10
+    while not held_pid.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with smtplib.SMTP("127.0.0.1", app.port, timeout=10) as c:
+        c.sendmail("a@example.org", ["b@example.net"], MSG)
+    assert read_reply(held).startswith(b"250-")
+    talk(held, b"MAIL FROM:<a@example.org>\r\n")
+    talk(held, b"RCPT TO:<b@example.net>\r\n")
+    assert talk(held, b"DATA\r\n").startswith(b"354")
+    assert talk(held, MSG + b".\r\n").startswith(b"250 2.0.0 Ok: queued as")
+    held.close()
+    served = {_worker_pid(app, 20), _worker_pid(app, 21)}
+    assert served == workers and int(held_pid.read_text()) in served
     assert app.stop() == 0
     for pid in children:
         assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(

@@ -16,14 +16,14 @@ EVENTS = ("connect", "ehlo", "mail_from", "rcpt_to", "data_start", "headers_rece
 class Rule:
     event: str
     action: str
-    match: str = ""  # substring of the event's subject (address, helo name, remote ip)
+    match: str = ""  # substring of the event's subject (address, helo name, user, remote ip)
     code: int | None = None
     enhanced: str | None = None
     text: str | None = None
 
 
 def _subject(event, session, transaction, recipient, hostname):
-    if event == "ehlo":
+    if event in ("ehlo", "auth"):
         return hostname or ""
     if event == "rcpt_to":
         return recipient.address
@@ -57,6 +57,10 @@ class Scripted:
     @hookimpl
     def on_ehlo(self, session, hostname):
         return self._decide("ehlo", session, hostname=hostname)
+
+    @hookimpl
+    def on_auth(self, session, username):
+        return self._decide("auth", session, hostname=username)  # matched on the user
 
     @hookimpl
     def on_mail_from(self, session, transaction):
