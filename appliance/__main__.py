@@ -1,5 +1,5 @@
 """Entry point. gevent's monkey-patching comes first, before ssl, dnspython or
-any plugin is imported (see gevent's docs and DESIGN.md)."""
+any plugin is imported (see gevent's docs on monkey-patching)."""
 
 from gevent import monkey
 

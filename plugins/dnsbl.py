@@ -1,4 +1,4 @@
-"""DNSBL and DNSWL (FEATURES S2, the seeds' checkDNSBL): is the client listed in a
+"""DNSBL and DNSWL (Axigen's checkDNSBL): is the client listed in a
 DNS block list or allow list (RFC 5782)? IPv4 clients are looked up reversed
 (``2.0.0.127.zone``), IPv6 ones as 32 reversed nibbles.
 
@@ -7,7 +7,7 @@ What was found goes to ``session.checks["dnsbl"]``. Allow-list zones
 (flow control, SPF, sender MX and reverse DNS then skip the client unless told
 otherwise) and the block lists are not asked. Block-list hits add up their zones'
 ``weight`` (the ``score``); at ``threshold`` the client is listed: the result is
-the answer (the seeds' DNSBLResult, "" when not listed), its ``explanation`` the
+the answer (Axigen's DNSBLResult, "" when not listed), its ``explanation`` the
 zone's TXT record (DNSBLExplanation), its ``zone`` the zone, and ``on_listed``
 answers (554 5.7.1 with the TXT by default). All zones are asked at once, under
 one ``timeout``; a zone that does not answer counts as not listing the client

@@ -1,4 +1,4 @@
-"""Reverse DNS of the client (FEATURES S4): has its address a PTR name, and does
+"""Reverse DNS of the client: has its address a PTR name, and does
 that name resolve back to the address (forward-confirmed, FCrDNS; RFC 8601's
 "iprev")?
 

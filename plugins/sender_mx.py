@@ -1,8 +1,8 @@
-"""Sender MX check (FEATURES S3, the seeds' checkSenderMX): can mail be returned to
+"""Sender MX check (Axigen's checkSenderMX): can mail be returned to
 the MAIL FROM domain? Pass: it has an MX, or no MX but an address (the implicit
 MX of RFC 5321 5.1); Fail: neither, or a null MX ("MX 0 .", RFC 7505: the domain
 receives no mail); Neutral: the null sender <> (a bounce); Error: DNS did not
-answer. The result goes to ``transaction.checks["sender-mx"]`` (the seeds'
+answer. The result goes to ``transaction.checks["sender-mx"]`` (Axigen's
 SenderMXCheckResult; with the ``domain`` and why, as ``explanation``).
 
 The plugin (named ``sender-mx``) owns the ``[sender_mx]`` area; a listener may

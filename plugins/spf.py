@@ -1,4 +1,4 @@
-"""SPF (RFC 7208; FEATURES S1, the seeds' checkSPF): is the client allowed to send
+"""SPF (RFC 7208; Axigen's checkSPF): is the client allowed to send
 for the MAIL FROM domain, or for its HELO name when the sender is null (<>)?
 
 pyspf evaluates the policy; its DNS lookups go through the appliance's resolver
@@ -29,7 +29,7 @@ from appliance.dns import DnsTempError, Lookup
 
 log = logging.getLogger("smtp_appliance.spf")
 
-#: pyspf's result -> the seeds' SPFResult
+#: pyspf's result -> Axigen's SPFResult
 SEED_NAMES = {"pass": "Pass", "fail": "Fail", "softfail": "SoftFail", "neutral": "Neutral",
               "none": "None", "temperror": "TempError", "permerror": "PermError"}
 

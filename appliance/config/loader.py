@@ -193,7 +193,7 @@ def build(
     if problems.lines:
         raise ConfigError(problems.lines)
     if not listeners:
-        # FEATURES L5: with nothing configured, listen on loopback port 25 only.
+        # With nothing configured, listen on loopback port 25 only.
         listeners = {
             "default": Listener(
                 port=25, **{k: tables[k] for k in LISTENER_OVERRIDES}, areas=dict(areas)

@@ -226,7 +226,7 @@ _MECHANISMS = Check(
 @frozen(kw_only=True)
 class Auth:
     """SMTP AUTH (RFC 4954), global or overridden per listener. Defaults: no AUTH
-    before TLS (the seeds' disableAUTH_on_non_SSL), and not required (port 25)."""
+    before TLS (Axigen's disableAUTH_on_non_SSL), and not required (port 25)."""
 
     mechanisms: Annotated[list[str], _MECHANISMS] = field(
         factory=lambda: ["PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-256"])

@@ -1,4 +1,4 @@
-"""Session and transaction contexts: the seeds' policy variables.
+"""Session and transaction contexts: Axigen's policy variables.
 
 Plugins read these and may change the writable ones; later plugins see the change.
 Fields the core owns (remote IP, HELO name, auth user, counters, mail from…) are
@@ -66,7 +66,7 @@ class TraceEntry:
 
 @define(slots=True)
 class SessionContext:
-    """One per connection. Names follow the seeds (smtpIp → local_ip, …)."""
+    """One per connection. Names follow Axigen's policy variables (smtpIp → local_ip, …)."""
 
     session_id: str = field(**_RO)
     listener: str = field(**_RO)
@@ -89,7 +89,7 @@ class SessionContext:
     #: The client sent data before the banner while the session held it back
     #: for ``greeting_delay`` (postscreen's "pregreet").
     pregreet: bool = field(default=False, **_RO)
-    # Limits in force for this session; plugins may change them (seeds: RW).
+    # Limits in force for this session; plugins may change them (writable by plugins).
     max_message_size: int = 0
     max_recipients: int = 0
     max_received_headers: int = 0
@@ -179,7 +179,7 @@ _RELATIVE = re.compile(r"\+(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?\Z")
 
 
 def parse_delay(value: str, now: dt.datetime | None = None) -> dt.datetime:
-    """The seeds' delayDelivery: an RFC 2822 date, or ``+[[NNh]NNm]NN[s]``."""
+    """Axigen's delayDelivery: an RFC 2822 date, or ``+[[NNh]NNm]NN[s]``."""
     now = now or dt.datetime.now(dt.UTC)
     m = _RELATIVE.match(value.strip())
     if m and any(m.groups()):
@@ -239,7 +239,7 @@ class Transaction:
     def rcpt_count(self) -> int:
         return len(self.recipients)
 
-    # --- recipient operations (seeds: addRcpt, discardRcpt) ---------------------
+    # --- recipient operations (Axigen's addRcpt, discardRcpt) ---------------------
 
     def add_recipient(self, address: str, folder: str = "INBOX", relay_host: str = "",
                       params: dict[str, Any] | str | None = None) -> Recipient:

@@ -1,4 +1,4 @@
-"""The message header section, with the seeds' header methods.
+"""The message header section, with Axigen's header methods.
 
 Fields keep their raw bytes (decoded with surrogateescape so 8-bit headers
 round-trip exactly); ``read()`` unfolds. Names compare case-insensitively.
@@ -92,11 +92,11 @@ class Headers:
         return [_FOLD.sub("", v).strip() for n, v in self._fields if n.lower() == lname]
 
     def read(self, name: str) -> str:
-        """The seeds' readHeader: all values joined by CRLF, '' when absent."""
+        """Axigen's readHeader: all values joined by CRLF, '' when absent."""
         return "\r\n".join(self.get_all(name))
 
     def exists(self, name: str) -> bool:
-        """The seeds' checkExistsHeader."""
+        """Axigen's checkExistsHeader."""
         lname = name.lower()
         return any(n.lower() == lname for n, _ in self._fields)
 
@@ -104,7 +104,7 @@ class Headers:
         lname = name.lower()
         return sum(1 for n, _ in self._fields if n.lower() == lname)
 
-    # --- editing (the seeds' header methods) -------------------------------------
+    # --- editing (Axigen's header methods) -------------------------------------
 
     def add(self, name: str, value: str, *, prepend: bool = False) -> None:
         """addHeader: append a field (or put it on top, as trace fields go)."""

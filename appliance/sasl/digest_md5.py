@@ -1,6 +1,6 @@
 """DIGEST-MD5 (RFC 2831), server side, authentication only (qop "auth").
 
-Deprecated by RFC 6331 but still spoken by older clients; the seeds list it.
+Deprecated by RFC 6331 but still spoken by older clients; some clients still pick it.
 The stored secret is HA1 = MD5(user:realm:password) for the server's realm.
 """
 

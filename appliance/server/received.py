@@ -1,4 +1,4 @@
-"""Banner variables (FEATURES L4) and our Received trace field (Q2, RFC 5321 4.4)."""
+"""Banner variables and our Received trace field (RFC 5321 4.4)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from appliance.mail.headers import Headers
 
 
 def expand_banner(text: str, ctx: SessionContext) -> str:
-    """The seeds' banner variables: #HostName#, #ConnectedIP#, #Time#, #TimeUTC#,
+    """Axigen's banner variables: #HostName#, #ConnectedIP#, #Time#, #TimeUTC#,
     #UnixTime#."""
     now = time.time()
     values = {

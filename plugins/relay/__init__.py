@@ -1,4 +1,4 @@
-"""Relay and recipients (FEATURES U3-U7): who may send mail where.
+"""Relay and recipients: who may send mail where.
 
 The plugin owns ``[relay]`` (a listener may override keys in
 ``[listeners.NAME.relay]``). At RCPT TO:
@@ -14,7 +14,7 @@ The plugin owns ``[relay]`` (a listener may override keys in
 ``require_auth_match`` ties an authenticated user to the MAIL FROM (and, with
 ``auth_match_headers``, the From:/Sender: fields). VRFY/EXPN, when ``[smtp]``
 turns them on, are answered from the same lookup. Too many refused recipients
-(E3) is the ``flow`` plugin's ``[flow.bad_recipients]``, not repeated here.
+per session is the ``flow`` plugin's ``[flow.bad_recipients]``, not repeated here.
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ class RelayPlugin:
             return True
         return mode == "local-domains" and session.remote_ip in policy.networks
 
-    # --- require auth match (U4) ----------------------------------------------------
+    # --- require auth match ----------------------------------------------------
 
     @hookimpl
     def on_mail_from(self, session: Any, transaction: Any) -> Verdict | None:
@@ -272,7 +272,7 @@ class RelayPlugin:
             return None
         return Verdict.reject(f"From:/Sender: header not owned by user {user}", 550, "5.7.1")
 
-    # --- VRFY / EXPN (U7) --------------------------------------------------------------
+    # --- VRFY / EXPN --------------------------------------------------------------
 
     @hookimpl
     def on_vrfy(self, session: Any, address: str) -> Verdict | None:

@@ -1,4 +1,4 @@
-"""Access lists (FEATURES A1, A2) against the real server: refusals at connect with
+"""Access lists against the real server: refusals at connect with
 554 5.7.1 or a silent close, allow over deny, listener overrides, monitor mode,
 list files reloaded on SIGHUP and a bad list file refused by check-config and
 reload. Clients bind 127.0.0.x source addresses (all of 127/8 is loopback)."""

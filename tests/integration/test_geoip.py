@@ -1,4 +1,4 @@
-"""GeoIP (FEATURES S5) against the real server, with a real MMDB file written in the
+"""GeoIP against the real server, with a real MMDB file written in the
 set-up (tests/mmdb.py) that maps 127.0.x.0/24 ranges and ::1 to countries, and
 ``private_addresses = "lookup"`` so that loopback clients are looked up: banned
 and allowed countries, the greeting refusal, a listener override, IPv6, monitor

@@ -1,4 +1,4 @@
-"""Relay and recipients (FEATURES U3-U7, E3) end to end: the real server with the
+"""Relay and recipients end to end: the real server with the
 built-in relay plugin, real sockets bound to different loopback addresses to vary
 the client IP, a real users file for AUTH and the spool envelope on disk."""
 
@@ -89,7 +89,7 @@ def send(s, sender: str, recipients: list[str], data: bytes) -> bytes:
     return talk(s, data)
 
 
-# --- U3: who may relay -------------------------------------------------------------
+# --- who may relay -------------------------------------------------------------
 
 # (mode, client, authenticated) -> may relay to example.net
 EXPECTED = {
@@ -152,7 +152,7 @@ def test_relay_refusal_then_same_session_and_others_still_served(relay_app):
     assert len(relay_app.queued()) == 2
 
 
-# --- U6: local recipients, aliases, folders --------------------------------------------
+# --- local recipients, aliases, folders --------------------------------------------
 
 def test_unknown_local_recipient_550_5_1_1(relay_app):
     s = session(relay_app)
@@ -182,7 +182,7 @@ def test_catch_all_takes_unknown_recipients_of_its_domain(relay_app):
         ("carol@example.org", "Support")]
 
 
-# --- U5: authentication for local delivery ----------------------------------------------
+# --- authentication for local delivery ----------------------------------------------
 
 def test_require_auth_for_a_local_domain(relay_app):
     s = session(relay_app)
@@ -194,7 +194,7 @@ def test_require_auth_for_a_local_domain(relay_app):
     assert rcpt(s, "boss@internal.example.org").startswith(b"250 2.1.5")
 
 
-# --- U4: require auth match ---------------------------------------------------------------
+# --- require auth match ---------------------------------------------------------------
 
 @pytest.fixture
 def match_app(make_appliance, tmp_path):
@@ -264,7 +264,7 @@ def test_auth_match_domain_with_headers(match_app):
     assert talk(s, b"NOOP\r\n").startswith(b"250")
 
 
-# --- U7: VRFY and EXPN ------------------------------------------------------------------
+# --- VRFY and EXPN ------------------------------------------------------------------
 
 def test_vrfy_and_expn_off_by_default(relay_app):
     s = session(relay_app)
@@ -296,7 +296,7 @@ def test_vrfy_and_expn_on_answer_from_the_recipients_file(make_appliance, tmp_pa
     assert talk(s, b"NOOP\r\n").startswith(b"250")
 
 
-# --- E3: refused recipients count towards [flow.bad_recipients] -----------------------
+# --- refused recipients count towards [flow.bad_recipients] -----------------------
 
 def test_too_many_unknown_recipients_then_421_and_others_served(make_appliance, tmp_path):
     (tmp_path / "recipients").write_text(RECIPIENTS)

@@ -1,4 +1,4 @@
-"""The header section and the seeds' header methods, on plain bytes."""
+"""The header section and Axigen's header methods, on plain bytes."""
 
 import pytest
 

@@ -8,7 +8,7 @@
   made of the milters of the session's listener (``[milter]`` or
   ``[listeners.NAME.milter]``).
 
-For rules (the seeds' addFilter / executeFilters): ``chain_of(session)`` gives the
+For rules (Axigen's addFilter / executeFilters): ``chain_of(session)`` gives the
 session's :class:`MilterChain`, whose ``add(name)`` and ``execute(pattern, stage,
 …)`` are documented in docs/plugins.md.
 """

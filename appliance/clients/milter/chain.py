@@ -34,7 +34,7 @@ REJECT_TEXT = "Command rejected"
 
 @frozen
 class FilterResult:
-    """What a rule learns from ``execute``: the seeds' filter result, action and
+    """What a rule learns from ``execute``: Axigen's filter result, action and
     explanation variables, and the verdict to return (None: carry on)."""
 
     verdict: Verdict | None
@@ -90,7 +90,7 @@ class MilterChain:
         self.discard_all = False
         self.discard: str | None = None  # queue id of a message to discard
 
-    # --- the API for rules (the seeds' addFilter / executeFilters) --------------------
+    # --- the API for rules (Axigen's addFilter / executeFilters) --------------------
 
     def add(self, name: str) -> bool:
         """addFilter: run this configured milter from now on in this session (it

@@ -1,4 +1,4 @@
-"""Plays the future rules engine against the milter API (the seeds' addFilter and
+"""Plays the future rules engine against the milter API (Axigen's addFilter and
 executeFilters): HELO ``add-NAME.…`` adds the on-demand milter NAME; a header
 ``X-Execute-Milters: PATTERN`` runs the milters matching PATTERN at end of data
 and records the filter result in ``X-Filter-Result``."""
