@@ -336,4 +336,5 @@ def _record(
     if transaction is not None:
         transaction.trace.append(entry)
     level = logging.DEBUG if debug else logging.INFO
-    log.log(level, "session %s: trace %s", session.session_id, entry)
+    if log.isEnabledFor(level):  # like every session line: the session id as a field
+        log.log(level, "trace %s", entry, extra={"fields": {"session": session.session_id}})

@@ -96,7 +96,9 @@ def test_a_monitored_verdict_is_traced_logged_and_the_next_plugin_asked(caplog):
         "mail_from watch reject 550 5.7.1 'would' (monitor)",
         "mail_from next tmpreject 451 4.7.1 'later'"]
     assert s.trace == t.trace
-    assert "session s: trace mail_from watch reject 550 5.7.1 'would' (monitor)" in caplog.text
+    assert "trace mail_from watch reject 550 5.7.1 'would' (monitor)" in caplog.text
+    traced = [r.fields for r in caplog.records if r.getMessage().startswith("trace ")]
+    assert traced and all(f == {"session": "s"} for f in traced)
 
 
 def test_several_limits_of_one_call_monitored_then_one_enforced():
