@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from tests.peers import wait_for
+
 from .conftest import have
 from .test_receive import MSG, stored
 
@@ -30,16 +32,6 @@ def send_one(app) -> tuple[str, str]:
         assert c.sendmail("a@example.org", ["b@example.net"], MSG) == {}
     env, _ = stored(app)
     return env["session_id"], env["queue_id"]
-
-
-def wait_for(predicate, timeout: float = 10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
 
 
 def session_events(lines: list[tuple[str, str, str]], session: str) -> list[str]:

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import time
 
+from tests.peers import wait_for
+
 from .conftest import read_reply
 from .test_receive import connect, talk
 
@@ -37,19 +39,9 @@ def worker_of(app, client: socket.socket, pids: set[int]) -> int:
     raise AssertionError(f"no worker of {pids} holds {inode}")
 
 
-def wait_for(predicate, what: str, timeout: float = 15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_respawned_worker_gets_the_current_config_reloads_and_drains(make_appliance):
     app = make_appliance("[server]\nworkers = 2\n")
-    first = wait_for(lambda: len(workers(app)) == 2 and workers(app), "two workers")
+    first = wait_for(lambda: len(workers(app)) == 2 and workers(app), "two workers", 15)
     killed = min(first)
     os.kill(killed, signal.SIGKILL)
     current = wait_for(lambda: (w := workers(app)) - first and len(w) == 2 and w,
