@@ -1,4 +1,6 @@
-"""Session slots under a flood of slow clients, against the real server: the
+"""Session slots under a flood of slow clients, against the real server: stress
+mode (shorter timeouts from ``server.stress_threshold`` of ``server.max_sessions``)
+at its exact boundary, for waits that began before and after stress, and the
 ``flow`` plugin's limit of concurrent sessions per network. Clients use 127.0.x.y
 source addresses to be different clients and networks (Linux routes all of 127/8
 to loopback)."""
@@ -7,12 +9,26 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import ssl
+import threading
 import time
 
 from .conftest import read_reply
 from .test_receive import MSG, talk
 
 HOST = b"mx.test.example"
+
+# Stress from 3 of 6 sessions; 30 s to wait normally, 1 s under stress.
+STRESS = """\
+[server]
+max_sessions = 6
+stress_threshold = 50
+stress_command_timeout = "1s"
+stress_data_timeout = "1s"
+[limits]
+command_timeout = "30s"
+data_timeout = "30s"
+"""
 
 
 def dial(app, src: str = "127.0.0.1") -> socket.socket:
@@ -38,6 +54,116 @@ def alive(s: socket.socket) -> bool:
 def send_message(app, src: str = "127.0.0.1") -> None:
     with smtplib.SMTP("127.0.0.1", app.port, timeout=10, source_address=(src, 0)) as c:
         assert c.sendmail("a@example.org", ["b@example.net"], MSG) == {}
+
+
+class Talker(threading.Thread):
+    """A session that keeps talking (NOOP every 0.2 s): never cut, keeps its slot."""
+
+    def __init__(self, app) -> None:
+        super().__init__(daemon=True)
+        self.sock = dial(app)
+        self.stop = threading.Event()
+        self.ok = True
+
+    def run(self) -> None:
+        while not self.stop.wait(0.2):
+            self.ok = self.ok and alive(self.sock)
+
+    def done(self) -> bool:
+        self.stop.set()
+        self.join()
+        self.sock.close()
+        return self.ok
+
+
+def test_stress_begins_at_its_threshold_and_cuts_slow_sessions(make_appliance):
+    app = make_appliance(STRESS)
+    early = dial(app)
+    talkers = [Talker(app)]
+    talkers[0].start()
+    # Two of six sessions: below 50 %, the normal timeouts hold.
+    time.sleep(1.6)
+    assert alive(early)
+    assert "stress_begins" not in app.log()
+
+    # The third session reaches 50 %: stress. `early` has been waiting for its next
+    # command since before: the watcher cuts it.
+    talkers += [Talker(app), Talker(app)]
+    for t in talkers[1:]:
+        t.start()
+    reply, waited = cut_within(early, 5)
+    assert reply.startswith(b"421 4.4.2 ")
+    assert waited < 3.5
+    assert "stress_begins sessions=3 max_sessions=6 threshold=50%" in app.log()
+
+    # A wait that starts under stress is a deadline for the whole command: bytes
+    # that trickle in do not extend it.
+    slow = dial(app)
+    assert alive(slow)
+    t0 = time.monotonic()
+    slow.sendall(b"NO")
+    time.sleep(0.5)
+    slow.sendall(b"O")
+    reply, _ = cut_within(slow, 5)
+    assert reply.startswith(b"421 4.4.2 ")
+    assert 0.9 < time.monotonic() - t0 < 2.5
+
+    # A client that talks at normal speed is served meanwhile.
+    send_message(app)
+    assert len(app.queued()) == 1
+    assert "stress_ends" not in app.log()
+
+    # Below the threshold again: normal timeouts.
+    assert talkers.pop().done() and talkers.pop().done()
+    deadline = time.monotonic() + 5
+    while "stress_ends" not in app.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "stress_ends sessions=2 " in app.log()
+    later = dial(app)
+    time.sleep(1.6)
+    assert alive(later)
+    later.close()
+    assert all(t.done() for t in talkers)
+
+
+def test_stress_cuts_a_slow_data_phase(make_appliance):
+    app = make_appliance(STRESS)
+    held = [Talker(app) for _ in range(3)]
+    for h in held:
+        h.start()
+    s = dial(app)
+    for line in (b"EHLO slow.example\r\n", b"MAIL FROM:<a@example.org>\r\n",
+                 b"RCPT TO:<b@example.net>\r\n", b"DATA\r\n"):
+        assert talk(s, line)[:1] in b"23"
+    s.sendall(b"Subject: slow\r\n")
+    reply, waited = cut_within(s, 5)
+    assert reply.startswith(b"421 4.4.2 ")
+    assert waited < 2.5
+    assert app.queued() == []
+    assert all(h.done() for h in held)
+
+
+def test_stress_cut_over_tls_still_says_421(make_appliance, certs):
+    app = make_appliance(STRESS, listeners={"smtps": {"tls_mode": "implicit"}})
+    context = ssl.create_default_context(cafile=str(certs[2]))
+    plain = [socket.create_connection(("127.0.0.1", app.port), timeout=10) for _ in range(3)]
+    tls = [context.wrap_socket(p, server_hostname="localhost") for p in plain]
+    for t in tls:
+        assert read_reply(t).startswith(b"220 ")
+    reply, waited = cut_within(tls[0], 5)
+    assert reply.startswith(b"421 4.4.2 ")
+    for t in tls:
+        t.close()
+
+
+def test_stress_off_when_threshold_is_zero(make_appliance):
+    app = make_appliance(STRESS.replace("stress_threshold = 50", "stress_threshold = 0"))
+    held = [dial(app) for _ in range(6)]
+    time.sleep(1.6)
+    assert all(alive(h) for h in held)
+    assert "stress_begins" not in app.log()
+    for h in held:
+        h.close()
 
 
 # --- per network ----------------------------------------------------------------------------
