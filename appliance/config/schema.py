@@ -165,7 +165,7 @@ class Server:
 
     hostname: str = ""
     banner: str = "#HostName# ESMTP smtp-appliance"
-    max_sessions: Annotated[int, at_least(1)] = 1000
+    max_sessions: Annotated[int, at_least(1)] = 10000
     # Stress (as Postfix's smtpd under "stress"): from this share of max_sessions
     # in use, shorter timeouts cut slow clients early. 0 = never.
     stress_threshold: Annotated[int, Check(lambda v: 0 <= v <= 100,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import resource
 import signal
 import socket
 import time
@@ -182,9 +183,24 @@ class Server:
 # --- process model ---------------------------------------------------------------------------
 
 
+def raise_open_files_limit(max_sessions: int) -> None:
+    """One descriptor per session, and some for spool files, plugins' connections
+    and the listeners: raise the soft limit (up to the hard one) to fit them."""
+    want = max_sessions + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = new
+    if soft != resource.RLIM_INFINITY and soft < want:
+        logs.event("open_files_limit_low", level=30, limit=soft, wanted=want,
+                   note="raise the hard limit (systemd: LimitNOFILE) or lower max_sessions")
+
+
 def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     server = Server(config_dir, found)
     logs.setup(server.runtime.config.logging)
+    raise_open_files_limit(server.runtime.config.server.max_sessions)
     server.prepare_spool()
     server.bind_all()
     # `smtp-appliance bans` reaches the local counters table through this socket.
