@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import ssl
 import threading
 import time
 
@@ -141,19 +140,6 @@ def test_stress_cuts_a_slow_data_phase(make_appliance):
     assert waited < 2.5
     assert app.queued() == []
     assert all(h.done() for h in held)
-
-
-def test_stress_cut_over_tls_still_says_421(make_appliance, certs):
-    app = make_appliance(STRESS, listeners={"smtps": {"tls_mode": "implicit"}})
-    context = ssl.create_default_context(cafile=str(certs[2]))
-    plain = [socket.create_connection(("127.0.0.1", app.port), timeout=10) for _ in range(3)]
-    tls = [context.wrap_socket(p, server_hostname="localhost") for p in plain]
-    for t in tls:
-        assert read_reply(t).startswith(b"220 ")
-    reply, waited = cut_within(tls[0], 5)
-    assert reply.startswith(b"421 4.4.2 ")
-    for t in tls:
-        t.close()
 
 
 def test_stress_off_when_threshold_is_zero(make_appliance):
