@@ -168,7 +168,13 @@ class Server:
 
     hostname: str = ""
     banner: str = "#HostName# ESMTP smtp-appliance"
-    max_sessions: Annotated[int, at_least(1)] = 1000
+    max_sessions: Annotated[int, at_least(1)] = 10000
+    # Stress (as Postfix's smtpd under "stress"): from this share of max_sessions
+    # in use, shorter timeouts cut slow clients early. 0 = never.
+    stress_threshold: Annotated[int, Check(lambda v: 0 <= v <= 100,
+                                           "a percentage from 0 to 100")] = 80
+    stress_command_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("10s")
+    stress_data_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("10s")
     workers: Annotated[int, at_least(0)] = 1
     graceful_timeout: Duration = Duration("30s")
     plugin_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("30s")

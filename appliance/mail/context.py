@@ -89,7 +89,10 @@ class SessionContext:
     #: The client sent data before the banner while the session held it back
     #: for ``greeting_delay`` (postscreen's "pregreet").
     pregreet: bool = field(default=False, **_RO)
-    # Limits in force for this session; plugins may change them (writable by plugins).
+    #: The server is under stress (near ``server.max_sessions``): shorter
+    #: timeouts are in force; a plugin may skip costly checks. Kept current.
+    stress: bool = field(default=False, **_RO)
+    # Limits in force for this session; plugins may change them.
     max_message_size: int = 0
     max_recipients: int = 0
     max_received_headers: int = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import resource
 import signal
 import socket
 import time
@@ -26,6 +27,7 @@ from appliance.server import prefork
 from appliance.server.replies import Shutdown
 from appliance.server.runtime import Runtime, build_runtime
 from appliance.server.session import Session
+from appliance.server.stress import Stress
 from appliance.state import StateKeeper, control_path
 
 TOO_BUSY = Reply(421, "4.3.2", "Too many connections, try again later")
@@ -56,6 +58,7 @@ class Server:
         self.sessions: dict[gevent.Greenlet, Session] = {}
         self.per_listener: dict[str, int] = {}
         self.share = 1  # how many workers share the session limit
+        self.stress = Stress(self.sessions.values)
         self.stopped = Event()
 
     # --- start ------------------------------------------------------------------------
@@ -92,7 +95,7 @@ class Server:
         if lr is None:  # listener removed by a reload: keep serving with the old one
             sock.close()
             return
-        limit = max(1, runtime.config.server.max_sessions // self.share)
+        limit = self.session_limit()
         own = lr.config.max_sessions
         if len(self.sessions) >= limit or (
             own and self.per_listener.get(name, 0) >= max(1, own // self.share)
@@ -105,15 +108,22 @@ class Server:
                 pass
             sock.close()
             return
-        session = Session(runtime, lr, sock, address)
+        session = Session(runtime, lr, sock, address, self.stress)
         me = gevent.getcurrent()
         self.sessions[me] = session
         self.per_listener[name] = self.per_listener.get(name, 0) + 1
+        self.stress.update(len(self.sessions), limit, runtime.config.server)
         try:
             session.run()
         finally:
             del self.sessions[me]
             self.per_listener[name] -= 1
+            self.stress.update(len(self.sessions), self.session_limit(),
+                               self.runtime.config.server)
+
+    def session_limit(self) -> int:
+        """The sessions this process may hold: its share of ``server.max_sessions``."""
+        return max(1, self.runtime.config.server.max_sessions // self.share)
 
     # --- signals -------------------------------------------------------------------------
 
@@ -173,9 +183,24 @@ class Server:
 # --- process model ---------------------------------------------------------------------------
 
 
+def raise_open_files_limit(max_sessions: int) -> None:
+    """One descriptor per session, and some for spool files, plugins' connections
+    and the listeners: raise the soft limit (up to the hard one) to fit them."""
+    want = max_sessions + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = new
+    if soft != resource.RLIM_INFINITY and soft < want:
+        logs.event("open_files_limit_low", level=30, limit=soft, wanted=want,
+                   note="raise the hard limit (systemd: LimitNOFILE) or lower max_sessions")
+
+
 def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     server = Server(config_dir, found)
     logs.setup(server.runtime.config.logging)
+    raise_open_files_limit(server.runtime.config.server.max_sessions)
     server.prepare_spool()
     server.bind_all()
     # `smtp-appliance bans` reaches the local counters table through this socket.

@@ -7,6 +7,7 @@ The AUTH exchange (``auth.py``), DATA/BDAT and queueing (``data.py``) and TLS
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl
 import time
@@ -59,13 +60,14 @@ from appliance.spool import new_queue_id
 
 if TYPE_CHECKING:
     from appliance.server.runtime import ListenerRuntime, Runtime
+    from appliance.server.stress import Stress
 
 READ_SIZE = 65536
 
 
 class Session:
     def __init__(self, runtime: Runtime, lr: ListenerRuntime, sock: socket.socket,
-                 address: tuple) -> None:
+                 address: tuple, stress: Stress) -> None:
         self.runtime = runtime
         self.lr = lr
         self.listener = lr.config
@@ -100,6 +102,10 @@ class Session:
         self.closing = False
         self._out: list[bytes] = []
         self._deadline = time.monotonic() + float(self.limits.session_timeout)
+        self.stress = stress
+        self._waiting_since: float | None = None  # when the wait for this command began
+        self._reading = False
+        self._cut = False  # the stress watcher ended the wait
         self.log = logs.SessionLog(self.ctx.session_id)
 
     # --- I/O -------------------------------------------------------------------------
@@ -116,18 +122,59 @@ class Session:
             self.sock.sendall(data)
 
     def _recv(self) -> bytes:
-        timeout = float(self.limits.data_timeout if self.busy else self.limits.command_timeout)
-        left = self._deadline - time.monotonic()
-        if left <= 0:
+        now = time.monotonic()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        if self.ctx.stress is not self.stress.active:
+            core_set(self.ctx, "stress", self.stress.active)
+        wait = min(self._wait_allowed(now), self._deadline - now)
+        if wait <= 0:
             raise TimeoutError
-        self.sock.settimeout(min(timeout, left))
-        while True:
-            try:
-                return self.sock.recv(READ_SIZE)
-            except Shutdown:
-                self.closing = True
-                if not self.busy:
+        self.sock.settimeout(wait)
+        self._reading = True
+        try:
+            while True:
+                try:
+                    data = self.sock.recv(READ_SIZE)
+                    break
+                except Shutdown:
+                    self.closing = True
+                    if not self.busy:
+                        raise
+                except OSError:
+                    if self._cut:
+                        raise TimeoutError from None
                     raise
+        finally:
+            self._reading = False
+        if self._cut:
+            raise TimeoutError
+        return data
+
+    def _wait_allowed(self, now: float) -> float:
+        """How long this read may wait: ``command_timeout`` (in DATA/BDAT:
+        ``data_timeout``) per read; under stress (``stress.py``) at most the stress
+        timeout counted from the start of the wait for this command, so a client
+        that trickles a command byte by byte is cut too."""
+        wait = float(self.limits.data_timeout if self.busy else self.limits.command_timeout)
+        if self.stress.active:
+            wait = min(wait, self._waiting_since + self.stress.timeout(self.busy) - now)
+        return wait
+
+    def overdue(self, now: float) -> bool:
+        """Waiting in a read for longer than stress allows (for the watcher)."""
+        return (self._reading and self._waiting_since is not None
+                and now - self._waiting_since >= self.stress.timeout(self.busy))
+
+    def cut(self) -> None:
+        """End the current wait as a timeout: shut the socket's read side (through a
+        duplicate descriptor, which leaves a TLS layer intact for the 421)."""
+        self._cut = True
+        try:
+            with socket.socket(fileno=os.dup(self.sock.fileno())) as dup:
+                dup.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -220,6 +267,7 @@ class Session:
                     raise Shutdown
                 self.conn.receive_data(self._recv())
                 continue
+            self._waiting_since = None  # the next read waits for the next command
             _HANDLERS[type(event)](self, event)
             if self.conn.closed:  # we answered 421 (or 221): nothing more to read
                 self.flush()

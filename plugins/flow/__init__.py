@@ -131,21 +131,35 @@ class FlowControl:
         return verdict if _stops(verdict) else _then(verdict, self._concurrent(session, s, st))
 
     def _concurrent(self, session: Any, s: FlowSettings, st: FlowState) -> Verdict | None:
-        cfg = s.concurrent_connections_per_ip
-        if not cfg.limit:
-            return None
-        key = f"flow:concurrent:{session.listener}:{st.group}"
-        try:
-            count = self.counters.enter(key, fail=cfg.on_store_failure)
-        except StoreUnavailable:
-            return _store_down(cfg.on_store_failure, cfg.mode)
-        st.gauges.append(key)
-        if count <= cfg.limit:
-            return None
-        text = (f"Too many concurrent connections from {st.group} (limit {cfg.limit}),"
-                " try again later")
-        return self._over(session, "concurrent_connections_per_ip", cfg.mode,
-                          Verdict.abort(text), st.group, detail={"count": count})
+        """Sessions open at once from this client, then from its network: each a
+        gauge entered now and left at disconnect."""
+        network = client_group(session.remote_ip, s.network_ipv4_prefix, s.network_ipv6_prefix)
+        verdict = None
+        for name, cfg, key, subject in (
+            ("concurrent_connections_per_ip", s.concurrent_connections_per_ip,
+             f"flow:concurrent:{session.listener}:{st.group}", st.group),
+            ("concurrent_connections_per_network", s.concurrent_connections_per_network,
+             f"flow:concurrent_net:{session.listener}:{network}", network),
+        ):
+            if not cfg.limit:
+                continue
+            try:
+                count = self.counters.enter(key, fail=cfg.on_store_failure)
+            except StoreUnavailable:
+                down = _store_down(cfg.on_store_failure, cfg.mode)
+                if down is not None:
+                    return _then(verdict, down)
+                continue
+            st.gauges.append(key)
+            if count <= cfg.limit:
+                continue
+            text = (f"Too many concurrent connections from {subject} (limit {cfg.limit}),"
+                    " try again later")
+            verdict = _then(verdict, self._over(session, name, cfg.mode, Verdict.abort(text),
+                                                subject, detail={"count": count}))
+            if _stops(verdict):
+                return verdict
+        return verdict
 
     @hookimpl
     def on_pregreet(self, session: Any) -> Verdict | None:

@@ -71,6 +71,16 @@ class ConcurrentLimit:
     on_store_failure: OnStoreFailure = "open"
 
 
+@frozen(kw_only=True)
+class ConcurrentPerNetwork:
+    """Sessions open at the same time from one network (``network_ipv4_prefix``,
+    ``network_ipv6_prefix``): a flood from many addresses of one network."""
+
+    limit: Annotated[int, _COUNT] = 200
+    mode: Mode = "enforce"
+    on_store_failure: OnStoreFailure = "open"
+
+
 # --- error control, counted in the session -----------------------------------------------
 
 
@@ -122,11 +132,15 @@ class FlowSettings:
 
     ipv4_prefix: Annotated[int, _V4_PREFIX] = 32
     ipv6_prefix: Annotated[int, _V6_PREFIX] = 64
+    network_ipv4_prefix: Annotated[int, _V4_PREFIX] = 24
+    network_ipv6_prefix: Annotated[int, _V6_PREFIX] = 48
     exempt_networks: Annotated[list[str], _NETWORKS] = field(
         factory=lambda: ["127.0.0.0/8", "::1/128"])
     exempt_allow_listed: bool = True
 
     concurrent_connections_per_ip: ConcurrentLimit = field(factory=ConcurrentLimit)
+    concurrent_connections_per_network: ConcurrentPerNetwork = field(
+        factory=ConcurrentPerNetwork)
     connections_per_ip: ConnectionsPerIp = field(factory=ConnectionsPerIp)
     new_connections: RateLimit = field(factory=RateLimit)
 

@@ -41,7 +41,10 @@ def test_defaults_are_the_documented_ones(conf) -> None:
     assert attrs.asdict(config.server) == {
         "hostname": "",
         "banner": "#HostName# ESMTP smtp-appliance",
-        "max_sessions": 1000,
+        "max_sessions": 10000,
+        "stress_threshold": 80,
+        "stress_command_timeout": 10.0,
+        "stress_data_timeout": 10.0,
         "workers": 1,
         "graceful_timeout": 30.0,
         "plugin_timeout": 30.0,

@@ -75,7 +75,7 @@ def test_check_config_success_summary(configured) -> None:
     spool = configured.root / "var" / "spool"
     assert f"spool directory: {spool} (fsync OFF: accepted mail may be lost)" in lines
     assert "logging: level debug, format json, to stderr" in lines
-    assert "server: hostname (machine FQDN), max_sessions 1000, workers 4" in lines
+    assert "server: hostname (machine FQDN), max_sessions 10000, workers 4" in lines
     # plugins in run order (priority, then name), each with enabled/priority/mode
     plugin_lines = lines[lines.index("plugins, in run order:") + 1 :]
     assert [line.split() for line in plugin_lines] == [
@@ -161,7 +161,7 @@ def test_describe_listener_is_toml_that_loads_back_to_the_same_values(configured
 def test_describe_listener_without_own_cap_names_the_server_cap(configured) -> None:
     config = load_config(configured.path, PLUGINS)
     text = describe_listener(config, "mta")
-    assert "# max_sessions not set: only server.max_sessions (1000) applies" in text.splitlines()
+    assert "# max_sessions not set: only server.max_sessions (10000) applies" in text.splitlines()
     assert 'max_message_size = "10 MiB"' in text  # the global default, not submission's
 
 

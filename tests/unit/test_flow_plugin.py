@@ -159,6 +159,8 @@ def test_no_store_call_when_every_limit_is_off(make_plugin):
         limit = 0
         [flow.concurrent_connections_per_ip]
         limit = 0
+        [flow.concurrent_connections_per_network]
+        limit = 0
     """)
     store = plugin.counters = CountingStore(plugin.counters)
     s = session()
