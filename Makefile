@@ -1,10 +1,10 @@
 # Developer and CI entry points. Every target is idempotent.
 #
 #   make deps-system   Debian packages for tests and bench (scripts/deps-system.sh lists them)
-#   make .venv         virtualenv with the project and the example plugins, editable
-#   make serve         run the appliance in the foreground with conf.d/
-#   make check-config  validate conf.d/
-#   make test          deps-system, the [test] extra, ruff + pytest
+#   make .venv         virtualenv with the project and the example plugin, editable
+#   make serve         run the appliance in the foreground with conf.d/ (from .venv-serve)
+#   make check-config  validate conf.d/ (from .venv-serve)
+#   make test          deps-system, the [test] extra and the fixture plugins, ruff + pytest
 #   make bench         benchmark against Postfix (bench/README.md); BENCH_ARGS="--quick ..."
 #   make clean         remove var/ and bench/results/ (keeps .venv)
 
@@ -18,6 +18,11 @@ VENV_PY := $(VENV)/bin/python
 # Written after a successful install; older than pyproject.toml means "reinstall".
 VENV_STAMP := $(VENV)/.installed-stamp
 TEST_STAMP := $(VENV)/.test-installed-stamp
+# serve and check-config run from a virtualenv of their own that `make test` never
+# touches: what an admin sees (plugins, check-config) has no test-only plugin in it.
+SERVE_VENV := .venv-serve
+SERVE_PY := $(SERVE_VENV)/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.installed-stamp
 CONFIG_DIR ?= conf.d
 BENCH_ARGS ?=
 
@@ -31,33 +36,35 @@ deps-system:
 
 $(VENV): $(VENV_STAMP)
 
-$(VENV_PY):
-	$(PYTHON) -m venv $(VENV)
+$(VENV_PY) $(SERVE_PY): %/bin/python:
+	$(PYTHON) -m venv $*
 
 # The example plugin and the test-only fixture plugins are real distributions,
-# installed the way an admin pip-installs a third-party plugin.
-PLUGIN_DISTS := examples/sender-blocklist tests/fixture_plugins
+# installed the way an admin pip-installs a third-party plugin; the fixture plugins
+# only into the test environment.
+EXAMPLE_DIST := examples/sender-blocklist
+FIXTURE_DIST := tests/fixture_plugins
 
-$(VENV_STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGIN_DISTS)) | $(VENV_PY)
-	$(VENV_PY) -m pip install --disable-pip-version-check -q -e . \
-	    $(addprefix -e ,$(PLUGIN_DISTS))
+$(VENV_STAMP) $(SERVE_STAMP): %/.installed-stamp: pyproject.toml $(EXAMPLE_DIST)/pyproject.toml \
+        | %/bin/python
+	$*/bin/python -m pip install --disable-pip-version-check -q -e . -e $(EXAMPLE_DIST)
 	touch $@
 
 # The [test] extra builds python-gssapi, which needs Debian packages (libkrb5-dev,
 # gcc): installed after deps-system, so `make serve` needs neither.
-$(TEST_STAMP): $(VENV_STAMP)
-	$(VENV_PY) -m pip install --disable-pip-version-check -q -e '.[test]'
+$(TEST_STAMP): $(VENV_STAMP) $(FIXTURE_DIST)/pyproject.toml
+	$(VENV_PY) -m pip install --disable-pip-version-check -q -e '.[test]' -e $(FIXTURE_DIST)
 	touch $@
 
 tls:
 	@scripts/make-cert.sh var/tls
 
-serve: $(VENV_STAMP) tls
+serve: $(SERVE_STAMP) tls
 	mkdir -p var/spool
-	exec $(VENV)/bin/smtp-appliance serve --config-dir $(CONFIG_DIR)
+	exec $(SERVE_VENV)/bin/smtp-appliance serve --config-dir $(CONFIG_DIR)
 
-check-config: $(VENV_STAMP) tls
-	$(VENV)/bin/smtp-appliance check-config --config-dir $(CONFIG_DIR)
+check-config: $(SERVE_STAMP) tls
+	$(SERVE_VENV)/bin/smtp-appliance check-config --config-dir $(CONFIG_DIR)
 
 test: deps-system $(TEST_STAMP)
 	$(VENV)/bin/ruff check .

@@ -117,7 +117,7 @@ class Spool:
     def _stage(self, msg_tmp: Path, env_tmp: Path, message: Message,
                envelope: dict[str, Any]) -> None:
         with open(msg_tmp, "xb") as out:
-            message.write_to(out)
+            message.move_to(out)  # a staged body moves: its size once on disk, not twice
             out.flush()
             size = out.tell()
             if self.fsync:

@@ -108,7 +108,10 @@ def _bans(config_dir: str, found, args) -> int:
 
 def _check_config(config_dir: str, found, listener: str | None) -> int:
     broken = [d for d in found.values() if d.error]
-    status, text = check_config(config_dir, **loader_inputs(found))
+    from appliance.server import preflight
+
+    status, text = check_config(config_dir, **loader_inputs(found),
+                                machine_checks=preflight.problems)
     print(text)
     for d in broken:
         print(f"plugin {d.name} ({d.distribution}) could not be loaded: {d.error}")

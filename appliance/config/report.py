@@ -8,7 +8,7 @@ one listener the effective value of every key and where it came from.
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,19 @@ def check_config(
     plugin_schemas: Mapping[str, type[PluginConfig]] = _NO_PLUGINS,
     plugin_areas: Mapping[str, type] = _NO_PLUGINS,
     area_hints: Mapping[str, str] = _NO_PLUGINS,
+    machine_checks: Callable[[AppConfig], list[str]] | None = None,
 ) -> tuple[int, str]:
     """Load the config and return ``(exit status, text to print)``: 0 and a summary, or
-    1 and one line per error."""
+    1 and one line per error. ``machine_checks`` finds what this machine would refuse
+    at start-up in a valid config (files that do not load, addresses it does not
+    have): the server's own checks, passed in so the config layer stays below it."""
     try:
         config = load_config(config_dir, plugin_schemas, plugin_areas, area_hints)
     except ConfigError as exc:
         return 1, "\n".join(exc.errors)
+    problems = machine_checks(config) if machine_checks else []
+    if problems:
+        return 1, "\n".join(problems)
     return 0, summary(config)
 
 

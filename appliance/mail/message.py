@@ -8,6 +8,7 @@ a staging file in the spool's ``tmp/`` directory.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import io
 import os
@@ -19,6 +20,9 @@ from appliance.protocol import Reply
 
 #: Body bytes kept in memory before spilling to a staging file.
 SPILL_THRESHOLD = 256 * 1024
+#: A staged body moves into the queue this much at a time: the most it takes
+#: twice on disk while it moves.
+MOVE_CHUNK = 1024 * 1024
 
 HEADER_TOO_LARGE = Reply(552, "5.3.4", "Message header section too large")
 MESSAGE_TOO_LARGE = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
@@ -39,6 +43,7 @@ class Body:
         self._chunks: list[bytes] = []
         self._mem = 0
         self._file: BinaryIO | None = None
+        self._moved = False
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -55,6 +60,7 @@ class Body:
 
     def open(self) -> BinaryIO:
         """A fresh reader over the whole body."""
+        self._check_not_moved()
         if self._file is None:
             return io.BytesIO(b"".join(self._chunks))
         self._file.flush()
@@ -67,6 +73,21 @@ class Body:
 
     def copy_to(self, out: BinaryIO) -> None:
         """Append the body to ``out`` (kernel-side copy when spilled)."""
+        self._transfer(out, release=False)
+
+    def move_to(self, out: BinaryIO) -> None:
+        """Append the body to ``out`` (a file on the staging file's filesystem) and
+        give the staging file's blocks back as each chunk is copied, so a large
+        message needs its size in free space once, not twice. The body cannot be
+        read afterwards."""
+        self._transfer(out, release=True)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._moved = True
+
+    def _transfer(self, out: BinaryIO, release: bool) -> None:
+        self._check_not_moved()
         if self._file is None:
             out.write(b"".join(self._chunks))
             return
@@ -75,11 +96,17 @@ class Body:
         src, dst = self._file.fileno(), out.fileno()
         offset, remaining = 0, self.size
         while remaining:
-            n = os.copy_file_range(src, dst, remaining, offset)
+            n = os.copy_file_range(src, dst, min(remaining, MOVE_CHUNK), offset)
             if n == 0:
                 raise OSError("short copy of the message body")
+            if release:
+                release = _punch_hole(src, offset, n)  # False: not on this filesystem
             offset += n
             remaining -= n
+
+    def _check_not_moved(self) -> None:
+        if self._moved:
+            raise ValueError("the message body was moved into the queue")
 
     def close(self) -> None:
         if self._file is not None:
@@ -135,11 +162,38 @@ class Message:
         out.write(self.headers.to_bytes() + b"\r\n")
         self.body.copy_to(out)
 
+    def move_to(self, out: BinaryIO) -> None:
+        """``write_to`` for the spool: a staged body is moved, not copied (see
+        :meth:`Body.move_to`); the message cannot be read afterwards."""
+        out.write(self.headers.to_bytes() + b"\r\n")
+        self.body.move_to(out)
+
     def as_bytes(self) -> bytes:
         """The whole message in memory; for small messages and tests only."""
         buf = io.BytesIO()
         self.write_to(buf)
         return buf.getvalue()
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+_libc = ctypes.CDLL(None, use_errno=True)
+_fallocate = getattr(_libc, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """Free ``length`` bytes of the file at ``offset`` (Linux fallocate(2)
+    FALLOC_FL_PUNCH_HOLE: tmpfs, ext4, XFS, Btrfs); False where that is not
+    supported, so the caller stops trying."""
+    if _fallocate is None:
+        return False
+    if _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+        return False
+    raise OSError(err, os.strerror(err))
 
 
 def _copy_into(src: BinaryIO, body: Body, chunk: int = 65536) -> None:

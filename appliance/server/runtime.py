@@ -58,7 +58,7 @@ def build_runtime(config_dir: str | Path, found: dict[str, Discovered],
     for name, lc in config.listeners.items():
         if not lc.enabled:
             continue
-        ctx = make_ssl_context(lc.tls) if lc.tls_mode != "none" else None
+        ctx = make_ssl_context(lc.tls, name) if lc.tls_mode != "none" else None
         listeners[name] = ListenerRuntime(name, lc, ctx)
     spool = Spool(config.queue.directory, fsync=config.queue.fsync)
     host = PluginHost.build(found, config.plugins, float(config.server.plugin_timeout))

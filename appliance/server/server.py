@@ -65,7 +65,13 @@ class Server:
 
     def bind_all(self) -> None:
         for name, lr in self.runtime.listeners.items():
-            self.sockets[name] = bind(lr.config.address, lr.config.port)
+            address = lr.config.address
+            where = f"[{address}]" if ":" in address else address
+            try:
+                self.sockets[name] = bind(address, lr.config.port)
+            except OSError as exc:
+                raise OSError(f"listener {name}: cannot listen on {where}:{lr.config.port}: "
+                              f"{exc}") from exc
             logs.event("listening", listener=name,
                        address=f"[{lr.config.address}]:{lr.config.port}",
                        tls=lr.config.tls_mode)
@@ -199,7 +205,13 @@ def raise_open_files_limit(max_sessions: int) -> None:
 
 def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     server = Server(config_dir, found)
-    logs.setup(server.runtime.config.logging)
+    log_config = server.runtime.config.logging
+    try:
+        logs.setup(log_config)
+    except OSError as exc:
+        what = (f"logging.file {log_config.file}" if log_config.destination == "file"
+                else f"logging.destination {log_config.destination}")
+        raise OSError(f"{what}: {exc}") from exc
     raise_open_files_limit(server.runtime.config.server.max_sessions)
     server.prepare_spool()
     server.bind_all()

@@ -12,14 +12,25 @@ from appliance.mail.context import TLSInfo
 _TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def make_ssl_context(tls: Any) -> ssl.SSLContext:
+class TLSFileError(OSError):
+    """A certificate, key, DH parameters or CA file of a listener that does not
+    load: ``key`` is the [tls] key that names it (``certificate``,
+    ``sni[0].certificate``, ``dh_params``, ``client_ca``), ``detail`` names the file."""
+
+    def __init__(self, listener: str, key: str, detail: str) -> None:
+        super().__init__(f"listener {listener}: tls.{key}: {detail}")
+        self.listener, self.key, self.detail = listener, key, detail
+
+
+def make_ssl_context(tls: Any, listener: str = "") -> ssl.SSLContext:
     """Server context for one listener's effective [tls] table: the default
     certificate, and one context per [[tls.sni]] certificate, picked by the name
-    the client asks for (the name is kept on the socket as ``sni_name``)."""
-    default = _context(tls, tls.certificate, tls.key)
+    the client asks for (the name is kept on the socket as ``sni_name``).
+    Raises TLSFileError naming the listener, the key and the file."""
+    default = _context(tls, tls.certificate, tls.key, listener, "")
     by_name = {}
-    for entry in tls.sni:
-        ctx = _context(tls, entry.certificate, entry.key)
+    for i, entry in enumerate(tls.sni):
+        ctx = _context(tls, entry.certificate, entry.key, listener, f"sni[{i}].")
         for name in entry.names:
             by_name.setdefault(name.lower(), ctx)
 
@@ -36,20 +47,50 @@ def make_ssl_context(tls: Any) -> ssl.SSLContext:
     return default
 
 
-def _context(tls: Any, certificate: Any, key: Any) -> ssl.SSLContext:
+def _context(tls: Any, certificate: Any, key: Any, listener: str, prefix: str
+             ) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _TLS_VERSIONS[tls.min_version]
-    ctx.load_cert_chain(str(certificate), str(key))
+    try:
+        ctx.load_cert_chain(str(certificate), str(key))
+    except (OSError, ValueError) as exc:
+        raise TLSFileError(listener, prefix + "certificate",
+                           _pair_problem(str(certificate), str(key), exc)) from exc
     if tls.ciphers:
         ctx.set_ciphers(tls.ciphers)
     if tls.dh_params:
-        ctx.load_dh_params(str(tls.dh_params))
+        try:
+            ctx.load_dh_params(str(tls.dh_params))
+        except (OSError, ValueError) as exc:
+            raise TLSFileError(listener, "dh_params", f"cannot load DH parameters "
+                               f"{tls.dh_params}: {exc}") from exc
     if tls.client_ca:
         # Ask for a client certificate; one that is offered must verify.
-        ctx.load_verify_locations(cafile=str(tls.client_ca))
+        try:
+            ctx.load_verify_locations(cafile=str(tls.client_ca))
+        except (OSError, ValueError) as exc:
+            raise TLSFileError(listener, "client_ca", f"cannot load CA certificates "
+                               f"{tls.client_ca}: {exc}") from exc
         ctx.verify_mode = ssl.CERT_OPTIONAL
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     return ctx
+
+
+def _pair_problem(certificate: str, key: str, exc: Exception) -> str:
+    """Which of the pair is wrong, when it shows (OpenSSL only says "PEM lib"):
+    a file with no PEM certificate, or with no PEM private key."""
+    try:
+        with open(certificate, "rb") as f:
+            cert_text = f.read()
+        with open(key, "rb") as f:
+            key_text = f.read()
+    except OSError as read_error:
+        return f"cannot read {read_error.filename}: {read_error.strerror}"
+    if b"-----BEGIN CERTIFICATE-----" not in cert_text:
+        return f"certificate {certificate} holds no certificate (no PEM BEGIN CERTIFICATE)"
+    if b"PRIVATE KEY-----" not in key_text:
+        return f"key {key} holds no private key (no PEM BEGIN ... PRIVATE KEY)"
+    return f"certificate {certificate} with key {key}: {exc}"
 
 
 def handshake(sock: socket.socket, context: ssl.SSLContext) -> ssl.SSLSocket:

@@ -275,25 +275,74 @@ def test_rules_find_milters_among_the_listeners_own(per_listener):
 
 # --- faults: each gives the milter's default action in time, others go on ------------
 
-def _timed_ehlo(app: Appliance, helo: str) -> tuple[bytes, float]:
+def _timed_ehlo(app: Appliance, helo: str) -> tuple[bytes, float, bytes]:
+    """The EHLO reply, how long it took, and the reply to the MAIL FROM after it."""
     with socket.create_connection(("127.0.0.1", app.port), timeout=10) as s:
         read_reply(s)
         started = time.monotonic()
         s.sendall(f"EHLO {helo}\r\n".encode())
-        return read_reply(s), time.monotonic() - started
+        ehlo, took = read_reply(s), time.monotonic() - started
+        s.sendall(b"MAIL FROM:<a@example.org>\r\n")
+        return ehlo, took, read_reply(s)
 
 
 def test_milter_down_gives_its_default_action(scripted):
-    reply, took = _timed_ehlo(scripted, "add-down.test")
-    assert reply.startswith(b"550 5.7.1 Command rejected")  # default_action = "reject"
-    assert took < 2
+    # a failure at HELO answers at MAIL FROM, as one at connect does
+    ehlo, took, mail = _timed_ehlo(scripted, "add-down.test")
+    assert ehlo.startswith(b"250-") and took < 2
+    assert mail.startswith(b"550 5.7.1 Command rejected")  # default_action = "reject"
+
+
+@pytest.fixture(scope="module")
+def dead(tmp_path_factory):
+    """One listener per default action, each with the same unreachable milter."""
+    actions = ("tempfail", "reject", "accept")
+    extra = "".join(milter_table("dead", "inet:127.0.0.1:1", listener=a, default_action=a)
+                    for a in actions)
+    app = Appliance(tmp_path_factory.mktemp("milter-dead"), extra,
+                    {a: {} for a in actions}, None).start()
+    yield app
+    app.stop()
+
+
+def _session_with_dead_milter(app: Appliance, listener: str) -> list[bytes]:
+    """Greeting, EHLO, MAIL FROM and RCPT TO replies (first lines) on ``listener``."""
+    replies = [b""] * 5
+    with socket.create_connection(("127.0.0.1", app.ports[listener]), timeout=10) as s:
+        replies[0] = read_reply(s).split(b"\r\n")[0]
+        for i, command in enumerate((b"EHLO client.test", b"MAIL FROM:<a@example.org>",
+                                     b"RCPT TO:<b@example.net>", b"QUIT"), 1):
+            if replies[i - 1].startswith(b"421"):
+                break  # closed by the server
+            s.sendall(command + b"\r\n")
+            replies[i] = read_reply(s).split(b"\r\n")[0]
+    return replies
+
+
+def test_milter_unreachable_at_connect_answers_at_mail_as_postfix_does(dead):
+    # Postfix with milter_default_action = tempfail and the milter down: 220, EHLO
+    # accepted, 451 4.7.1 at MAIL FROM (the client sees why; later checks still run)
+    greeting, ehlo, mail, _, _ = _session_with_dead_milter(dead, "tempfail")
+    assert greeting.startswith(b"220 ")
+    assert ehlo.startswith(b"250")
+    assert mail == b"451 4.7.1 Service unavailable - try again later"
+    assert "milter dead failed at connect" in dead.log()
+
+
+def test_milter_unreachable_reject_and_accept_default_actions(dead):
+    greeting, ehlo, mail, _, _ = _session_with_dead_milter(dead, "reject")
+    assert (greeting[:4], ehlo[:3]) == (b"220 ", b"250")
+    assert mail == b"550 5.7.1 Command rejected"
+    greeting, ehlo, mail, rcpt, _ = _session_with_dead_milter(dead, "accept")
+    assert (greeting[:4], ehlo[:3], mail[:3], rcpt[:3]) == (b"220 ", b"250", b"250", b"250")
 
 
 def test_silent_milter_times_out_while_others_are_served(scripted):
     result = {}
 
     def hung():
-        result["reply"], result["took"] = _timed_ehlo(scripted, "add-silent.test")
+        result["ehlo"], result["took"], result["reply"] = _timed_ehlo(scripted,
+                                                                      "add-silent.test")
     t = threading.Thread(target=hung)
     t.start()
     time.sleep(0.2)
@@ -301,6 +350,7 @@ def test_silent_milter_times_out_while_others_are_served(scripted):
     assert send(scripted) == {}  # another session, served meanwhile
     served = time.monotonic() - served
     t.join(10)
+    assert result["ehlo"].startswith(b"250-")
     assert result["reply"] == b"451 4.7.1 Service unavailable - try again later\r\n"
     assert 0.9 < result["took"] < 3  # connect succeeded; negotiation timed out at 1s
     assert served < result["took"]

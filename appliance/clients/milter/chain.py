@@ -5,6 +5,9 @@ modifications of one milter are applied before the next one sees the message.
 A milter that fails (down, timed out, closed, broke the protocol) is not asked
 again in this session; its ``default_action`` answers for it: ``tempfail``
 (4xx), ``reject`` (5xx) or ``accept`` (carry on as if it were not configured).
+A failure at connect or HELO answers at MAIL FROM and every later command of a
+transaction, as Postfix does: the client is greeted and its EHLO accepted, so it
+sees the reason in a transaction, and the other milters and rules still decide.
 """
 
 from __future__ import annotations
@@ -320,7 +323,7 @@ class MilterChain:
 
     def _default(self, link: _Link, stage: str) -> Verdict | None:
         action = link.spec.default_action
-        if action == "accept":
+        if action == "accept" or stage in _SESSION_STAGES:
             return None
         if action == "reject":
             return Verdict.reject(REJECT_TEXT, 550, "5.7.1")
