@@ -125,7 +125,10 @@ class Authenticator:
     def offered(self) -> list[str]:
         """The mechanisms to offer now: [auth] for this TLS state, if there are credentials."""
         auth = self.session.listener.auth
-        names = auth.mechanisms if self.session.ctx.tls is not None else auth.plaintext_mechanisms
+        if self.session.ctx.tls is not None:
+            names = auth.mechanisms
+        else:  # [tls] required refuses AUTH before TLS: offer nothing then
+            names = [] if self.session.listener.tls.required else auth.plaintext_mechanisms
         if names and self._provided_mechanisms() is not None:
             return [n for n in names if n in self._provided]
         # GSSAPI checks tickets against the keytab, not a credentials backend
