@@ -263,6 +263,7 @@ class UsersFile(CredentialsBackend):
         self._dummy_hash: str | None = None
         self._lock = threading.Lock()
         self._bad_signature: tuple[int, int, int] | None = None
+        self._mechanisms: frozenset[str] = frozenset()
 
     def load(self) -> dict[str, UserEntry]:
         """Read now (start, SIGHUP); raises UsersFileError or OSError. Permission
@@ -279,6 +280,7 @@ class UsersFile(CredentialsBackend):
         self._users, self._problem = users, None
         self._signature = (st.st_ino, st.st_mtime_ns, st.st_size)
         self._dummy_hash = None
+        self._mechanisms = frozenset(m for entry in users.values() for m in entry.mechanisms)
         return users
 
     reload = load
@@ -312,11 +314,19 @@ class UsersFile(CredentialsBackend):
 
     # --- CredentialsBackend -----------------------------------------------------
 
+    def mechanisms(self) -> frozenset[str]:
+        """What ``smtp-appliance users`` stored for at least one user."""
+        self.users()
+        return self._mechanisms
+
+    def has_user(self, user: str) -> bool:
+        return self.get(user) is not None
+
     def verify_password(self, user: str, password: str) -> bool | None:
         entry = self.get(user)
         if entry is None or entry.password is None:
             verify_password_hash(self._dummy(), password)  # the same time as a real check
-            return None if entry is None else False
+            return None
         return verify_password_hash(entry.password, password)
 
     def cram_md5_key(self, user: str) -> CramMD5Key | None:

@@ -319,6 +319,12 @@ def _check_listeners(listeners: dict[str, Listener], problems: Problems) -> None
                 f"tls_mode = {show(listener.tls_mode)} needs tls.certificate and tls.key "
                 f"(got no tls.{missing})",
             )
+        if listener.tls.required and listener.tls_mode == "none":
+            problems.add(
+                (*path, "tls", "required"),
+                'tls.required = true needs tls_mode = "starttls" or "implicit" '
+                '(got tls_mode = "none")',
+            )
         ip = ipaddress.ip_address(listener.address)
         for other, other_ip, other_port in bound:
             if other_port == listener.port and _overlap(ip, other_ip):

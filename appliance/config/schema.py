@@ -202,6 +202,9 @@ class Tls:
     ciphers: str = ""
     dh_params: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
     handshake_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("30s")
+    #: Serve nothing but EHLO/HELO, STARTTLS, NOOP, RSET and QUIT before TLS
+    #: (Postfix's smtpd_tls_security_level = encrypt); AUTH stays optional.
+    required: bool = False
 
 
 @frozen(kw_only=True)

@@ -8,7 +8,7 @@ for a wrong password. A backend that cannot answer now raises
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from appliance.sasl.keys import CramMD5Key, ScramKeys
@@ -36,6 +36,19 @@ class CredentialsBackend:
         StoredKey and ServerKey."""
         return None
 
+    def mechanisms(self) -> Collection[str] | None:
+        """The mechanisms this store holds secrets for, by their AUTH names (a
+        CRAM-MD5 key for at least one user: ``"CRAM-MD5"``): AUTH offers no other
+        that needs a secret, so that no client picks one that cannot succeed.
+        ``None``: the store cannot tell, every configured one is offered."""
+        return None
+
+    def has_user(self, user: str) -> bool | None:
+        """Only for the log: when a mechanism found no secret for ``user``, is that
+        an unknown user or a known one without this mechanism's secret? ``None``:
+        the store cannot tell. The client gets the same reply either way."""
+        return None
+
 
 class ThreadedBackend(CredentialsBackend):
     """Runs every call of ``backend`` through ``run(fn, *args)``, e.g.
@@ -57,3 +70,9 @@ class ThreadedBackend(CredentialsBackend):
 
     def scram_keys(self, user: str, mechanism: str) -> ScramKeys | None:
         return self.run(self.backend.scram_keys, user, mechanism)
+
+    def mechanisms(self) -> Collection[str] | None:
+        return self.run(self.backend.mechanisms)
+
+    def has_user(self, user: str) -> bool | None:
+        return self.run(self.backend.has_user, user)

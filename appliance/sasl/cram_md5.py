@@ -37,6 +37,8 @@ class CramMD5(Mechanism):
         if key is None:  # the same work for a user that does not exist
             key = _DUMMY_KEY
         expected = key.hmac(self._challenge).hex()
-        if not hmac.compare_digest(expected, digest.lower()) or not known:
-            return Failure.bad_credentials(user, "wrong password" if known else "unknown user")
+        if not known:
+            return self._no_secret(user)
+        if not hmac.compare_digest(expected, digest.lower()):
+            return Failure.bad_credentials(user, "wrong password")
         return Success(identity=user, authcid=user)

@@ -87,6 +87,10 @@ class DigestMD5(Mechanism):
         super().__init__(options)
         self._nonce = ""
 
+    @property
+    def secret(self) -> str:
+        return f"DIGEST-MD5 secret for realm {self.options.digest_realm!r}"
+
     def _new_nonce(self) -> str:
         return base64.b64encode(self.options.random_bytes(18)).decode()
 
@@ -149,8 +153,12 @@ class DigestMD5(Mechanism):
             return _md5hex(_md5hex(a1).encode() + tail.encode("latin-1"))
 
         uri = d["digest-uri"].encode("latin-1")
-        if not hmac.compare_digest(kd(b"AUTHENTICATE:" + uri), response) or not known:
-            reason = "wrong password" if known else f"unknown user or realm {realm!r}"
-            return Failure.bad_credentials(user, reason)
+        matches = hmac.compare_digest(kd(b"AUTHENTICATE:" + uri), response)
+        if realm != self.options.digest_realm:
+            return Failure.bad_credentials(user, f"realm {realm!r} is not the server's")
+        if not known:
+            return self._no_secret(user)
+        if not matches:
+            return Failure.bad_credentials(user, "wrong password")
         identity = self._authorize(user, authzid)
         return Success(identity=identity, authcid=user, data=f"rspauth={kd(b':' + uri)}".encode())

@@ -69,6 +69,7 @@ class Mechanism:
     name: ClassVar[str]
     plaintext: ClassVar[bool] = False  # the password itself crosses the wire
     client_first: ClassVar[bool] = True  # may the AUTH command carry an initial response
+    uses_backend: ClassVar[bool] = True  # checked against a CredentialsBackend's secrets
 
     def __init__(self, options: SASLOptions) -> None:
         self.options = options
@@ -104,6 +105,20 @@ class Mechanism:
 
     def _respond(self, data: bytes) -> Step:
         raise NotImplementedError
+
+    @property
+    def secret(self) -> str:
+        """What the backend stores for this mechanism, as the log names it."""
+        return f"{self.name} secret"
+
+    def _no_secret(self, user: str) -> Failure:
+        """The backend had no secret for ``user``: the reply of a wrong password,
+        and a log reason that tells an unknown user from a known one without it."""
+        known = self.options.backend.has_user(user)
+        reason = ("unknown user" if known is False
+                  else f"no {self.secret} stored for this user" if known
+                  else f"unknown user or no {self.secret} stored")
+        return Failure.bad_credentials(user, reason)
 
     def _authorize(self, authcid: str, authzid: str) -> str:
         """The identity to act as; raises NotAuthorized."""

@@ -28,6 +28,7 @@ def _pairs(fields: list[str]) -> dict[str, str]:
 
 
 class _BearerMechanism(Mechanism):
+    uses_backend = False  # the verify_token callback checks the token
     def __init__(self, options) -> None:
         super().__init__(options)
         self._refused: Failure | None = None

@@ -9,15 +9,17 @@ from appliance.sasl.steps import Challenge, Failure, Step, Success
 
 class _PasswordMechanism(Mechanism):
     plaintext = True
+    secret = "password hash"
 
     def _check(self, authcid: str, password: str, authzid: str = "") -> Step:
         # Empty names and passwords go through the backend too (it verifies a
         # dummy hash for unknown users), so every failure costs the same time.
         self.user = authcid
         ok = self.options.backend.verify_password(authcid, password)
+        if ok is None:
+            return self._no_secret(authcid)
         if ok is not True:
-            return Failure.bad_credentials(
-                authcid, "unknown user" if ok is None else "wrong password")
+            return Failure.bad_credentials(authcid, "wrong password")
         return Success(identity=self._authorize(authcid, authzid), authcid=authcid)
 
 

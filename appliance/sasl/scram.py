@@ -115,9 +115,10 @@ class ScramSHA256(Mechanism):
         signature = hmac.digest(keys.stored_key, auth_message, self.hash_name)
         client_key = bytes(a ^ b for a, b in zip(proof, signature, strict=True))
         computed = hashlib.new(self.hash_name, client_key).digest()
-        if not hmac.compare_digest(computed, keys.stored_key) or not self._known:
-            return Failure.bad_credentials(
-                self.user, "wrong password" if self._known else "unknown user")
+        if not self._known:
+            return self._no_secret(self.user)
+        if not hmac.compare_digest(computed, keys.stored_key):
+            return Failure.bad_credentials(self.user, "wrong password")
         identity = self._authorize(self.user, self._authzid)
         server_signature = hmac.digest(keys.server_key, auth_message, self.hash_name)
         return Success(identity=identity, authcid=self.user,

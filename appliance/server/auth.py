@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 from appliance import logs, sasl
@@ -50,6 +50,7 @@ class Authenticator:
         self.exchange: sasl.AuthExchange | None = None  # an AUTH exchange in progress
         self._backend: sasl.CredentialsBackend | None = _NOT_ASKED
         self._provided: dict[str, sasl.MechanismFactory] | None = _NOT_ASKED
+        self._stored: Collection[str] | None = _NOT_ASKED
 
     def start(self, ev: Auth) -> None:
         """The AUTH command: refuse a mechanism not offered now, or begin its exchange."""
@@ -123,9 +124,14 @@ class Authenticator:
         session.send(Reply(result.code, result.enhanced, result.text))
 
     def offered(self) -> list[str]:
-        """The mechanisms to offer now: [auth] for this TLS state, if there are credentials."""
+        """The mechanisms to offer now: [auth] for this TLS state, if there are
+        credentials, and of those that need a stored secret only the ones the store
+        holds (a client that picks another fails and burns one of its tries)."""
         auth = self.session.listener.auth
-        names = auth.mechanisms if self.session.ctx.tls is not None else auth.plaintext_mechanisms
+        if self.session.ctx.tls is not None:
+            names = auth.mechanisms
+        else:  # [tls] required refuses AUTH before TLS: offer nothing then
+            names = [] if self.session.listener.tls.required else auth.plaintext_mechanisms
         if names and self._provided_mechanisms() is not None:
             return [n for n in names if n in self._provided]
         # GSSAPI checks tickets against the keytab, not a credentials backend
@@ -134,8 +140,10 @@ class Authenticator:
         if not names or self._credentials() is None:
             return gssapi
         oauth = self.session.host.implements("verify_oauth_token")
+        stored = self._stored_secrets()
         return [n for n in names if n != "GSSAPI" or gssapi
-                if oauth or n not in ("XOAUTH2", "OAUTHBEARER")]
+                if oauth or n not in ("XOAUTH2", "OAUTHBEARER")
+                if stored is None or n in stored or not _uses_backend(n)]
 
     def _credentials(self) -> sasl.CredentialsBackend | None:
         """The ``auth_backend`` hook's answer, asked once per session."""
@@ -147,6 +155,20 @@ class Authenticator:
                 self.session.log.exception("auth_backend_failed")
                 self._backend = None
         return self._backend
+
+    def _stored_secrets(self) -> Collection[str] | None:
+        """The mechanisms the credentials store holds secrets for (None: it cannot
+        tell), asked once per session (in the thread pool: the store may block)."""
+        if self._stored is _NOT_ASKED:
+            try:
+                self._stored = sasl.ThreadedBackend(self._credentials(),
+                                                    run_blocking).mechanisms()
+            except sasl.BackendUnavailable:
+                self._stored = None  # offer them all: AUTH answers 454, the client retries
+            except Exception:  # noqa: BLE001 - a broken backend plugin: as if it could not tell
+                self.session.log.exception("auth_backend_failed")
+                self._stored = None
+        return self._stored
 
     def _provided_mechanisms(self) -> dict[str, sasl.MechanismFactory] | None:
         """The ``auth_mechanisms`` hook's answer (a plugin relaying SASL to e.g.
@@ -164,3 +186,8 @@ class Authenticator:
         identity, _ = self.session.host.first("verify_oauth_token", session=self.session.ctx,
                                               user=user, token=token)
         return identity
+
+
+def _uses_backend(name: str) -> bool:
+    mechanism = sasl.MECHANISMS.get(name)
+    return mechanism is not None and mechanism.uses_backend

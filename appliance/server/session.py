@@ -48,6 +48,7 @@ from appliance.server.replies import (
     NO_STARTTLS,
     SHUTTING_DOWN,
     TIMEOUT,
+    TLS_REQUIRED,
     TOO_MANY_ERRORS,
     TOO_MANY_MESSAGES,
     TOO_MANY_RCPTS,
@@ -268,10 +269,20 @@ class Session:
                 self.conn.receive_data(self._recv())
                 continue
             self._waiting_since = None  # the next read waits for the next command
-            _HANDLERS[type(event)](self, event)
+            if not self._waits_for_tls(event):
+                _HANDLERS[type(event)](self, event)
             if self.conn.closed:  # we answered 421 (or 221): nothing more to read
                 self.flush()
                 raise Closing
+
+    def _waits_for_tls(self, event: object) -> bool:
+        """``[tls] required``: a command that needs TLS, before STARTTLS, gets
+        ``530 5.7.0`` (as Postfix's smtpd_tls_security_level = encrypt). True if refused."""
+        if (self.ctx.tls is None and self.listener.tls.required
+                and isinstance(event, _NEEDS_TLS)):
+            self.send(TLS_REQUIRED)
+            return True
+        return False
 
     def _handshake(self) -> bool:
         """TLS handshake (implicit TLS, or after STARTTLS). False: give up quietly."""
@@ -464,6 +475,11 @@ class Session:
             self.flush()
             raise Closing
 
+
+#: With ``[tls] required``, refused before TLS; EHLO/HELO, STARTTLS, NOOP, RSET and
+#: QUIT are served, BDAT (like RCPT and DATA) cannot come before MAIL anyway.
+#: docs/configuration.md, ``[tls]``.
+_NEEDS_TLS = (Mail, Rcpt, Data, Auth, Vrfy, Expn, Help)
 
 _HANDLERS = {
     Helo: Session.on_helo,

@@ -84,6 +84,7 @@ def test_defaults_are_the_documented_ones(conf) -> None:
         "ciphers": "",
         "dh_params": "",
         "handshake_timeout": 30.0,
+        "required": False,
     }
     assert attrs.asdict(config.queue) == {"directory": "/var/spool/smtp-appliance", "fsync": True}
     assert attrs.asdict(config.logging) == {

@@ -124,3 +124,25 @@ def test_initial_response_bad_base64_and_cancel(options):
     assert replies[-1] == b"501 5.5.2 Cannot decode base64 response\r\n"
     replies, _ = run(options, "CRAM-MD5", None, "*")
     assert replies[-1] == b"501 5.7.0 Authentication cancelled\r\n"
+
+
+def test_failure_reasons_tell_missing_secret_from_unknown_user(options):
+    """The client gets the same 535; only the log reason differs."""
+    reasons = []
+    for user, password in ((BOB, BOB_PW), ("mallory", "x"), (ALICE, "wrong")):
+        exchange = AuthExchange(CramMD5(options))
+        challenge = exchange.start(None).render()
+        assert exchange.line(answer(challenge, user, password)).render() == BAD_CREDENTIALS
+        reasons.append(exchange.result.reason)
+    assert reasons == ["no CRAM-MD5 secret stored for this user", "unknown user",
+                       "wrong password"]
+    assert options.backend.mechanisms() == {"PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5",
+                                            "SCRAM-SHA-256"}
+
+    class CannotTell(CredentialsBackend):
+        pass  # neither mechanisms() nor has_user(): a plugin's store that does not say
+
+    exchange = AuthExchange(CramMD5(SASLOptions(backend=CannotTell(), hostname=HOSTNAME)))
+    exchange.line(answer(exchange.start(None).render(), "bob", "x"))
+    assert exchange.result.reason == "unknown user or no CRAM-MD5 secret stored"
+    assert CannotTell().mechanisms() is None
