@@ -218,6 +218,7 @@ class Limits:
     session_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("15m")
     command_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("120s")
     data_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("120s")
+    message_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("10m")
 
 
 #: SASL mechanisms the appliance implements (docs/auth.md).

@@ -28,11 +28,11 @@ class Conversation(Protocol):
     host: PluginHost
     log: logs.SessionLog
     tx: Transaction | None
-    busy: bool
 
     def send(self, reply: Reply) -> None: ...
     def answer(self, verdict: Verdict) -> None: ...
     def drop_transaction(self) -> None: ...
+    def begin_data(self) -> None: ...
 
 
 class DataPhase:
@@ -72,7 +72,7 @@ class DataPhase:
         limits = session.listener.limits
         self.reader = MessageReader(str(session.runtime.spool.tmp), session.ctx.max_message_size,
                                     int(limits.max_header_size))
-        session.busy = True
+        session.begin_data()
         return True
 
     def on_chunk(self, ev: DataChunk) -> None:

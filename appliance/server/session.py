@@ -102,6 +102,8 @@ class Session:
         self.closing = False
         self._out: list[bytes] = []
         self._deadline = time.monotonic() + float(self.limits.session_timeout)
+        self._data_deadline: float | None = None  # message_timeout, from DATA or BDAT on
+        self._bound = ""  # the limit the current read waits under, for the timeout line
         self.stress = stress
         self._waiting_since: float | None = None  # when the wait for this command began
         self._reading = False
@@ -127,7 +129,7 @@ class Session:
             self._waiting_since = now
         if self.ctx.stress is not self.stress.active:
             core_set(self.ctx, "stress", self.stress.active)
-        wait = min(self._wait_allowed(now), self._deadline - now)
+        wait, self._bound = self._wait_allowed(now)
         if wait <= 0:
             raise TimeoutError
         self.sock.settimeout(wait)
@@ -151,15 +153,29 @@ class Session:
             raise TimeoutError
         return data
 
-    def _wait_allowed(self, now: float) -> float:
-        """How long this read may wait: ``command_timeout`` (in DATA/BDAT:
-        ``data_timeout``) per read; under stress (``stress.py``) at most the stress
-        timeout counted from the start of the wait for this command, so a client
-        that trickles a command byte by byte is cut too."""
-        wait = float(self.limits.data_timeout if self.busy else self.limits.command_timeout)
+    def _wait_allowed(self, now: float) -> tuple[float, str]:
+        """How long this read may wait, and the setting that says so: the rest of
+        ``session_timeout``; ``command_timeout`` per read (in DATA/BDAT:
+        ``data_timeout``, and the rest of ``message_timeout`` for the whole data of
+        the message, so that a client trickling it line by line is cut too); under
+        stress (``stress.py``) at most the stress timeout counted from the start of
+        the wait for this command, so a client that trickles a command byte by byte
+        is cut too."""
+        waits = [(self._deadline - now, "session_timeout")]
+        if self.busy:
+            waits.append((float(self.limits.data_timeout), "data_timeout"))
+            if self._data_deadline is not None:
+                waits.append((self._data_deadline - now, "message_timeout"))
+        else:
+            waits.append((float(self.limits.command_timeout), "command_timeout"))
         if self.stress.active:
-            wait = min(wait, self._waiting_since + self.stress.timeout(self.busy) - now)
-        return wait
+            waits.append((self._waiting_since + self.stress.timeout(self.busy) - now, "stress"))
+        return min(waits)
+
+    def begin_data(self) -> None:
+        """DATA or the first BDAT of a message: ``message_timeout`` starts."""
+        self.busy = True
+        self._data_deadline = time.monotonic() + float(self.limits.message_timeout)
 
     def overdue(self, now: float) -> bool:
         """Waiting in a read for longer than stress allows (for the watcher)."""
@@ -189,7 +205,8 @@ class Session:
             self._flush_quietly()
             tls.goodbye(self.sock)
         except TimeoutError:
-            self.log.event("timeout", state=str(self.conn.state))
+            self.log.event("timeout", limit="stress" if self._cut else self._bound,
+                           state=str(self.conn.state))
             self._last_words(TIMEOUT)
         except Shutdown:
             self._last_words(SHUTTING_DOWN)
@@ -372,6 +389,7 @@ class Session:
         self.data.reset()
         self.tx = None
         self.busy = False
+        self._data_deadline = None
 
     def on_rset(self, ev: Rset) -> None:
         self.drop_transaction()

@@ -68,6 +68,7 @@ def test_defaults_are_the_documented_ones(conf) -> None:
         "session_timeout": 900.0,
         "command_timeout": 120.0,
         "data_timeout": 120.0,
+        "message_timeout": 600.0,
     }
     assert attrs.asdict(config.smtp) == {
         "bare_linefeed": "reject",
@@ -450,7 +451,7 @@ def test_unknown_nested_key(conf) -> None:
         f"{conf.file('30-limits.toml')}: limits.max_recipient: unknown key 'max_recipient' "
         "(expected one of: command_timeout, data_timeout, max_bad_commands, "
         "max_header_size, max_message_line_length, max_message_size, max_messages_per_session, "
-        "max_received_headers, max_recipients, session_timeout)"
+        "max_received_headers, max_recipients, message_timeout, session_timeout)"
     ]
 
 
