@@ -129,7 +129,7 @@ def test_message_timeout_counts_every_bdat_chunk_of_the_message(make_appliance):
     assert talk(s, b"RCPT TO:<b@example.net>\r\n").startswith(b"250")
     started = time.monotonic()
     replies = []
-    for i in range(40):  # one small chunk every 0.2 s, each answered, never LAST
+    for _ in range(40):  # one small chunk every 0.2 s, each answered, never LAST
         replies.append(talk(s, b"BDAT 4\r\nab\r\n"))
         if not replies[-1].startswith(b"250"):
             break
@@ -148,7 +148,7 @@ def test_message_timeout_is_per_message(make_appliance):
     app = make_appliance(MESSAGE_TIMEOUT)
     s = connect(app)
     talk(s, b"EHLO patient.example\r\n")
-    for n in range(2):
+    for _ in range(2):
         assert talk(s, b"MAIL FROM:<a@example.org>\r\n").startswith(b"250")
         assert talk(s, b"RCPT TO:<b@example.net>\r\n").startswith(b"250")
         assert talk(s, b"DATA\r\n").startswith(b"354")
