@@ -365,7 +365,7 @@ class Session:
         try:
             verdict, _ = self.host.decide("rcpt_to", self.ctx, tx, recipient=rcpt)
             if self.refused(verdict):
-                core_set(self.ctx, "bad_recipients", self.ctx.bad_recipients + 1)
+                self._count_bad_recipient()
                 return
             tx.accept_recipient(deliver=verdict is None or verdict.action is not Action.DISCARD)
         finally:
@@ -452,13 +452,33 @@ class Session:
     def on_bad(self, ev: BadCommand) -> None:
         if ev.verb == "AUTH":
             self.auth.abandon()
-        core_set(self.ctx, "bad_commands", self.ctx.bad_commands + 1)
-        if self.ctx.bad_commands > self.limits.max_bad_commands:
-            self.log.event("too_many_errors", bad_commands=self.ctx.bad_commands)
-            self.send(TOO_MANY_ERRORS)
-            self.flush()
-            raise Closing
         self.send(ev.reply)
+        self._count_error()
+
+    def _count_error(self) -> None:
+        """One more error in this session: the one that reaches
+        ``max_bad_commands`` is followed at once by 421 and the close (Postfix's
+        smtpd_hard_error_limit), without waiting for another command."""
+        core_set(self.ctx, "bad_commands", self.ctx.bad_commands + 1)
+        if self.ctx.bad_commands >= self.limits.max_bad_commands:
+            self._too_many(TOO_MANY_ERRORS, bad_commands=self.ctx.bad_commands,
+                           limit=self.limits.max_bad_commands)
+
+    def _count_bad_recipient(self) -> None:
+        """A refused recipient; the one that reaches ``max_bad_recipients`` (set by
+        the flow plugin) ends the session likewise."""
+        ctx = self.ctx
+        core_set(ctx, "bad_recipients", ctx.bad_recipients + 1)
+        if ctx.max_bad_recipients and ctx.bad_recipients >= ctx.max_bad_recipients:
+            self._too_many(Reply(421, "4.7.0", f"Too many bad recipients (limit"
+                                               f" {ctx.max_bad_recipients}), closing connection"),
+                           bad_recipients=ctx.bad_recipients, limit=ctx.max_bad_recipients)
+
+    def _too_many(self, reply: Reply, **fields: int) -> None:
+        self.log.event("too_many_errors", logging.WARNING, client=self.ctx.remote_ip, **fields)
+        self.send(reply)
+        self.flush()
+        raise Closing
 
     def on_closed(self, ev: ConnectionClosed) -> None:
         if self.busy:
