@@ -45,6 +45,7 @@ class DataPhase:
         self.reader: MessageReader | None = None
         self.error: Reply | None = None  # the answer at the end of the data, if refused
         self.discard = False  # a header-stage verdict said: accept and drop
+        self.verb = "DATA"  # or BDAT: how this message's data is sent
 
     def reset(self) -> None:
         if self.reader is not None:
@@ -54,10 +55,12 @@ class DataPhase:
         self.discard = False
 
     def on_data(self, ev: Data) -> None:
+        self.verb = "DATA"
         if self._start():
             self.session.send(Reply(354, None, "End data with <CR><LF>.<CR><LF>"))
 
     def on_bdat(self, ev: Bdat) -> None:
+        self.verb = "BDAT"
         if self.reader is None and self.error is None:
             self._start(bdat=True)
 
@@ -152,7 +155,7 @@ class DataPhase:
             self._finish(QUEUE_FAILED)
             return
         self._count_message(tx)
-        session.log.queued(tx, queue_id, plugin)
+        session.log.queued(ctx, tx, queue_id, plugin)
         self._finish(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
 
     def _storage_failed(self, exc: OSError) -> None:

@@ -109,13 +109,27 @@ class Session:
         self._reading = False
         self._cut = False  # the stress watcher ended the wait
         self.log = logs.SessionLog(self.ctx.session_id)
+        self._command: object = None  # the event being answered
+        self._proposed: Transaction | None = None  # a MAIL FROM being decided on
 
     # --- I/O -------------------------------------------------------------------------
 
     def send(self, reply: Reply) -> None:
         self._out.append(self.conn.send(reply))
         if reply.code >= 400:
-            self.log.reply(reply)
+            self._log_refusal(reply)
+
+    def _log_refusal(self, reply: Reply) -> None:
+        """One line per refusal, naming the command and the transaction it refused
+        (the one being proposed at MAIL, the recipient being refused at RCPT)."""
+        event, tx = self._command, self._proposed or self.tx
+        if isinstance(event, Rcpt):
+            rcpt_to = [event.address]
+        else:
+            rcpt_to = [r.address for r in tx.recipients] if tx is not None else []
+        reader = self.data.reader
+        size = tx.size if tx is not None and tx.size else reader.received if reader else 0
+        self.log.reply(reply, self.ctx, tx, _verb(event, self.data.verb), rcpt_to, size)
 
     def flush(self) -> None:
         if self._out:
@@ -285,6 +299,7 @@ class Session:
                 self.conn.receive_data(self._recv())
                 continue
             self._waiting_since = None  # the next read waits for the next command
+            self._command, self._proposed = event, None
             _HANDLERS[type(event)](self, event)
             if self.conn.closed:  # we answered 421 (or 221): nothing more to read
                 self.flush()
@@ -346,6 +361,7 @@ class Session:
             self.send(Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
             return
         tx = Transaction(queue_id=new_queue_id(), mail_from=ev.address, mail_params=params)
+        self._proposed = tx
         verdict, _ = self.host.decide("mail_from", self.ctx, tx)
         if self.refused(verdict):
             return
@@ -501,6 +517,19 @@ class Session:
         if verdict.action is Action.ABORT:
             self.flush()
             raise Closing
+
+
+def _verb(event: object, data_verb: str) -> str:
+    """The command an event stands for, as the client wrote it."""
+    if isinstance(event, Helo):
+        return "EHLO" if event.extended else "HELO"
+    if isinstance(event, BadCommand):
+        return event.verb or "?"
+    if isinstance(event, DataChunk | DataEnd):
+        return data_verb
+    if isinstance(event, AuthResponse):
+        return "AUTH"
+    return type(event).__name__.upper() if event is not None else "CONNECT"
 
 
 _HANDLERS = {
