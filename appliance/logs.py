@@ -17,6 +17,10 @@ log = logging.getLogger("smtp_appliance")
 
 _FACILITIES = logging.handlers.SysLogHandler.facility_names
 
+#: How many times one refusal (same command, code and enhanced code) is logged per
+#: session; the rest are counted in one ``replies_not_logged`` line at disconnect.
+LOGGED_REPEATS = 10
+
 
 def _quote(value: Any) -> str:
     text = str(value)
@@ -76,6 +80,9 @@ class SessionLog:
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
+        #: refusals per (command, code, enhanced code): past LOGGED_REPEATS the
+        #: same refusal is only counted, and summed up at disconnect
+        self._refusals: dict[tuple[str, int, str], list] = {}
 
     def event(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
         if log.isEnabledFor(level):
@@ -90,7 +97,13 @@ class SessionLog:
 
     def reply(self, reply: Any, ctx: Any, tx: Any, command: str, rcpt_to: list[str],
               size: int) -> None:
-        """A refusal (4xx/5xx): what was refused, and of whom."""
+        """A refusal (4xx/5xx): what was refused, and of whom; the same refusal
+        repeated in a session is logged LOGGED_REPEATS times, then counted."""
+        seen = self._refusals.setdefault((command, reply.code, reply.enhanced or ""),
+                                         [0, " ".join(reply.text)])
+        seen[0] += 1
+        if seen[0] > LOGGED_REPEATS:
+            return
         self.event("reply", code=reply.code, enhanced=reply.enhanced or "",
                    text=" ".join(reply.text), command=command,
                    **envelope(ctx, tx, rcpt_to, size))
@@ -101,6 +114,10 @@ class SessionLog:
         self.event("queued", **fields, rcpts=len(tx.recipients), by=plugin)
 
     def disconnect(self, ctx: Any) -> None:
+        for (command, code, enhanced), (count, text) in self._refusals.items():
+            if count > LOGGED_REPEATS:
+                self.event("replies_not_logged", command=command, code=code,
+                           enhanced=enhanced, text=text, count=count - LOGGED_REPEATS)
         self.event("disconnect", messages=ctx.message_count, bytes=ctx.total_size,
                    bad_commands=ctx.bad_commands, bad_recipients=ctx.bad_recipients,
                    seconds=round(time.time() - ctx.connected_at, 3))

@@ -111,6 +111,7 @@ class Session:
         self.log = logs.SessionLog(self.ctx.session_id)
         self._command: object = None  # the event being answered
         self._proposed: Transaction | None = None  # a MAIL FROM being decided on
+        self._overshoot = 0  # RCPTs over max_recipients, see [limits] recipient_overshoot
 
     # --- I/O -------------------------------------------------------------------------
 
@@ -351,14 +352,14 @@ class Session:
             self.send(TOO_MANY_MESSAGES)
             raise Closing
         if self.listener.auth.required and not self.ctx.auth_user:
-            self.send(AUTH_REQUIRED)
+            self.refuse(AUTH_REQUIRED)
             return
         params = dict(ev.params)
         if "AUTH" in params and not self.ctx.auth_user:
             params["AUTH"] = "<>"  # RFC 4954 5: not vouched for by an authenticated client
         size = params.get("SIZE")
         if size is not None and size > self.ctx.max_message_size:
-            self.send(Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
+            self.refuse(Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
             return
         tx = Transaction(queue_id=new_queue_id(), mail_from=ev.address, mail_params=params)
         self._proposed = tx
@@ -374,13 +375,17 @@ class Session:
         tx = self.tx
         assert tx is not None
         if len(tx.recipients) >= self.ctx.max_recipients:
-            self.send(TOO_MANY_RCPTS)
+            self._overshoot += 1
+            if self._overshoot <= self.limits.recipient_overshoot:
+                self.send(TOO_MANY_RCPTS)  # a client sending the rest later (RFC 5321 4.5.3.1.8)
+            else:
+                self.refuse(TOO_MANY_RCPTS)
             return
         rcpt = Recipient(ev.address, dict(ev.params))
         tx.begin_recipient(rcpt)
         try:
             verdict, _ = self.host.decide("rcpt_to", self.ctx, tx, recipient=rcpt)
-            if self.refused(verdict):
+            if self.refused(verdict, counts=False):
                 self._count_bad_recipient()
                 return
             tx.accept_recipient(deliver=verdict is None or verdict.action is not Action.DISCARD)
@@ -432,7 +437,7 @@ class Session:
     def on_expn(self, ev: Expn) -> None:
         if self.listener.smtp.expn and self._lookup_answered("expn", name=ev.argument):
             return
-        self.send(Reply(502, "5.5.1", "EXPN not available"))
+        self.refuse(Reply(502, "5.5.1", "EXPN not available"))
 
     def _lookup_answered(self, event: str, **kwargs: str) -> bool:
         """VRFY/EXPN when on: a plugin's accept(text) is a 250, a refusal its reply."""
@@ -444,7 +449,7 @@ class Session:
 
     def on_starttls(self, ev: StartTLS) -> None:
         if self.listener.tls_mode != "starttls":
-            self.send(NO_STARTTLS)
+            self.refuse(NO_STARTTLS)
             return
         self.send(Reply(220, "2.0.0", "Ready to start TLS"))
         self.flush()
@@ -472,9 +477,10 @@ class Session:
         self._count_error()
 
     def _count_error(self) -> None:
-        """One more error in this session: the one that reaches
-        ``max_bad_commands`` is followed at once by 421 and the close (Postfix's
-        smtpd_hard_error_limit), without waiting for another command."""
+        """One more error in this session (a bad command, or a command refused):
+        the one that reaches ``max_bad_commands`` is followed at once by 421 and
+        the close (Postfix's smtpd_hard_error_limit, which counts every 4xx/5xx
+        reply to a command), without waiting for another command."""
         core_set(self.ctx, "bad_commands", self.ctx.bad_commands + 1)
         if self.ctx.bad_commands >= self.limits.max_bad_commands:
             self._too_many(TOO_MANY_ERRORS, bad_commands=self.ctx.bad_commands,
@@ -503,12 +509,21 @@ class Session:
 
     # --- verdicts --------------------------------------------------------------------
 
-    def refused(self, verdict: Verdict | None) -> bool:
-        """Answer a refusing verdict; True if the command was refused."""
+    def refused(self, verdict: Verdict | None, counts: bool = True) -> bool:
+        """Answer a refusing verdict; True if the command was refused. It counts as
+        an error (``max_bad_commands``) unless ``counts`` is False (a refused
+        recipient, counted as such)."""
         if verdict is None or not refuses(verdict):
             return False
         self.answer(verdict)
+        if counts:
+            self._count_error()
         return True
+
+    def refuse(self, reply: Reply) -> None:
+        """Refuse a command with the server's own reply: an error too."""
+        self.send(reply)
+        self._count_error()
 
     def answer(self, verdict: Verdict) -> None:
         if not verdict.reply:
