@@ -17,6 +17,10 @@ log = logging.getLogger("smtp_appliance")
 
 _FACILITIES = logging.handlers.SysLogHandler.facility_names
 
+#: How many times one refusal (same command, code and enhanced code) is logged per
+#: session; the rest are counted in one ``replies_not_logged`` line at disconnect.
+LOGGED_REPEATS = 10
+
 
 def _quote(value: Any) -> str:
     text = str(value)
@@ -76,6 +80,9 @@ class SessionLog:
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
+        #: refusals per (command, code, enhanced code): past LOGGED_REPEATS the
+        #: same refusal is only counted, and summed up at disconnect
+        self._refusals: dict[tuple[str, int, str], list] = {}
 
     def event(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
         if log.isEnabledFor(level):
@@ -88,15 +95,47 @@ class SessionLog:
         self.event("connect", listener=ctx.listener, client=f"[{ctx.remote_ip}]:{ctx.remote_port}",
                    server=f"[{ctx.local_ip}]:{ctx.local_port}")
 
-    def reply(self, reply: Any) -> None:
+    def reply(self, reply: Any, ctx: Any, tx: Any, command: str, rcpt_to: list[str],
+              size: int) -> None:
+        """A refusal (4xx/5xx): what was refused, and of whom; the same refusal
+        repeated in a session is logged LOGGED_REPEATS times, then counted."""
+        seen = self._refusals.setdefault((command, reply.code, reply.enhanced or ""),
+                                         [0, " ".join(reply.text)])
+        seen[0] += 1
+        if seen[0] > LOGGED_REPEATS:
+            return
         self.event("reply", code=reply.code, enhanced=reply.enhanced or "",
-                   text=" ".join(reply.text))
+                   text=" ".join(reply.text), command=command,
+                   **envelope(ctx, tx, rcpt_to, size))
 
-    def queued(self, tx: Any, queue_id: str, plugin: str) -> None:
-        self.event("queued", queue_id=queue_id, size=tx.size, rcpts=len(tx.recipients),
-                   mail_from=f"<{tx.mail_from}>", by=plugin)
+    def queued(self, ctx: Any, tx: Any, queue_id: str, plugin: str) -> None:
+        fields = envelope(ctx, tx, [r.address for r in tx.recipients], tx.size)
+        fields["queue_id"] = queue_id
+        self.event("queued", **fields, rcpts=len(tx.recipients), by=plugin)
 
     def disconnect(self, ctx: Any) -> None:
+        for (command, code, enhanced), (count, text) in self._refusals.items():
+            if count > LOGGED_REPEATS:
+                self.event("replies_not_logged", command=command, code=code,
+                           enhanced=enhanced, text=text, count=count - LOGGED_REPEATS)
         self.event("disconnect", messages=ctx.message_count, bytes=ctx.total_size,
                    bad_commands=ctx.bad_commands, bad_recipients=ctx.bad_recipients,
                    seconds=round(time.time() - ctx.connected_at, 3))
+
+
+def envelope(ctx: Any, tx: Any, rcpt_to: list[str], size: int) -> dict[str, Any]:
+    """The fields of a decision line, as in Postfix's mail.log ("from host[ip] ...
+    from=<...> to=<...> helo=<...>"): the transaction (``tx`` may be None), the
+    client by its forward-confirmed reverse DNS name if the reverse-dns check found
+    one ("unknown" otherwise, as Postfix), its HELO and TLS."""
+    name = (ctx.checks.value("reverse-dns", "name") or ""
+            if ctx.checks.value("reverse-dns") == "pass" else "")
+    return {
+        "queue_id": tx.queue_id if tx is not None else "",
+        "client": f"{name or 'unknown'}[{ctx.remote_ip}]",
+        "helo": ctx.helo_name,
+        "mail_from": f"<{tx.mail_from}>" if tx is not None else "",
+        "rcpt_to": ",".join(f"<{a}>" for a in rcpt_to),
+        "size": size,
+        "tls": ctx.tls.protocol if ctx.tls is not None else "none",
+    }

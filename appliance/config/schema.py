@@ -213,6 +213,7 @@ class Limits:
 
     max_message_size: Annotated[Size, _AT_LEAST_1_KIB] = Size("10 MiB")
     max_recipients: Annotated[int, at_least(1)] = 1000
+    recipient_overshoot: Annotated[int, at_least(0)] = 100
     max_messages_per_session: Annotated[int, at_least(0)] = 1000
     max_received_headers: Annotated[int, at_least(1)] = 30
     max_bad_commands: Annotated[int, at_least(1)] = 8
@@ -221,6 +222,7 @@ class Limits:
     session_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("15m")
     command_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("120s")
     data_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("120s")
+    message_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("10m")
 
 
 #: SASL mechanisms the appliance implements (docs/auth.md).

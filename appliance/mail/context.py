@@ -96,6 +96,9 @@ class SessionContext:
     max_message_size: int = 0
     max_recipients: int = 0
     max_received_headers: int = 0
+    #: Refused recipients after which the session ends (``421 4.7.0`` right after
+    #: the refusal that reaches it); set by flow's ``[flow.bad_recipients]``. 0 = none.
+    max_bad_recipients: int = 0
     #: Seconds to hold the banner back, watching for a client that talks first;
     #: set by a plugin at on_connect (flow's pregreet check). 0 = greet at once.
     greeting_delay: float = 0.0

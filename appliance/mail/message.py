@@ -216,6 +216,7 @@ class MessageReader:
         self.max_header_size = max_header_size
         self.received = 0
         self.error: Reply | None = None
+        self.storage_failure: OSError | None = None  # why the data could not be staged
         self.headers: Headers | None = None
         self._head = bytearray()
 
@@ -223,6 +224,7 @@ class MessageReader:
         try:
             return self._feed(data)
         except OSError as exc:  # the staging file could not be written
+            self.storage_failure = exc
             self._fail(storage_error(exc))
             return None
 
@@ -258,6 +260,7 @@ class MessageReader:
             try:
                 return self._split(len(self._head), len(self._head))
             except OSError as exc:
+                self.storage_failure = exc
                 self._fail(storage_error(exc))
         return None
 

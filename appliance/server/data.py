@@ -4,6 +4,7 @@ as it streams in, the header-stage and message hooks, Authentication-Results
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from appliance import logs
@@ -28,11 +29,11 @@ class Conversation(Protocol):
     host: PluginHost
     log: logs.SessionLog
     tx: Transaction | None
-    busy: bool
 
     def send(self, reply: Reply) -> None: ...
     def answer(self, verdict: Verdict) -> None: ...
     def drop_transaction(self) -> None: ...
+    def begin_data(self) -> None: ...
 
 
 class DataPhase:
@@ -44,6 +45,7 @@ class DataPhase:
         self.reader: MessageReader | None = None
         self.error: Reply | None = None  # the answer at the end of the data, if refused
         self.discard = False  # a header-stage verdict said: accept and drop
+        self.verb = "DATA"  # or BDAT: how this message's data is sent
 
     def reset(self) -> None:
         if self.reader is not None:
@@ -53,10 +55,12 @@ class DataPhase:
         self.discard = False
 
     def on_data(self, ev: Data) -> None:
+        self.verb = "DATA"
         if self._start():
             self.session.send(Reply(354, None, "End data with <CR><LF>.<CR><LF>"))
 
     def on_bdat(self, ev: Bdat) -> None:
+        self.verb = "BDAT"
         if self.reader is None and self.error is None:
             self._start(bdat=True)
 
@@ -72,7 +76,7 @@ class DataPhase:
         limits = session.listener.limits
         self.reader = MessageReader(str(session.runtime.spool.tmp), session.ctx.max_message_size,
                                     int(limits.max_header_size))
-        session.busy = True
+        session.begin_data()
         return True
 
     def on_chunk(self, ev: DataChunk) -> None:
@@ -106,6 +110,8 @@ class DataPhase:
             if reader.finish() is not None:
                 self._headers_stage()
         error = self.error or (reader.error if reader else None)
+        if error is not None and reader is not None and reader.storage_failure is not None:
+            self._storage_failed(reader.storage_failure)
         if error is not None:  # a failed BDAT chunk ends the transaction (RFC 3030)
             self._finish(error)
         elif not ev.last:
@@ -136,8 +142,7 @@ class DataPhase:
         try:
             queue_id, plugin = session.runtime.queue(ctx, tx, message)
         except OSError as exc:
-            session.log.event("queue_failed", queue_id=tx.queue_id,
-                              error=f"{type(exc).__name__}: {exc}")
+            self._storage_failed(exc)
             self._finish(storage_error(exc))
             return
         except Exception:  # noqa: BLE001 - a queue plugin's failure is a 451
@@ -145,12 +150,21 @@ class DataPhase:
             self._finish(QUEUE_FAILED)
             return
         if queue_id is None:
-            session.log.event("queue_failed", queue_id=tx.queue_id, error="no queue plugin")
+            session.log.event("queue_failed", logging.ERROR, queue_id=tx.queue_id,
+                              error="no queue plugin")
             self._finish(QUEUE_FAILED)
             return
         self._count_message(tx)
-        session.log.queued(tx, queue_id, plugin)
+        session.log.queued(ctx, tx, queue_id, plugin)
         self._finish(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
+
+    def _storage_failed(self, exc: OSError) -> None:
+        """The message could not be written (disk full, I/O error): an error for the
+        admin, whatever the client is told (452 4.3.1 or 451 4.3.0)."""
+        session = self.session
+        session.log.event("queue_failed", logging.ERROR,
+                          queue_id=session.tx.queue_id if session.tx else "",
+                          error=f"{type(exc).__name__}: {exc}")
 
     def _count_message(self, tx: Transaction) -> None:
         ctx = self.session.ctx

@@ -103,18 +103,35 @@ class Session:
         self.closing = False
         self._out: list[bytes] = []
         self._deadline = time.monotonic() + float(self.limits.session_timeout)
+        self._data_deadline: float | None = None  # message_timeout, from DATA or BDAT on
+        self._bound = ""  # the limit the current read waits under, for the timeout line
         self.stress = stress
         self._waiting_since: float | None = None  # when the wait for this command began
         self._reading = False
         self._cut = False  # the stress watcher ended the wait
         self.log = logs.SessionLog(self.ctx.session_id)
+        self._command: object = None  # the event being answered
+        self._proposed: Transaction | None = None  # a MAIL FROM being decided on
+        self._overshoot = 0  # RCPTs over max_recipients, see [limits] recipient_overshoot
 
     # --- I/O -------------------------------------------------------------------------
 
     def send(self, reply: Reply) -> None:
         self._out.append(self.conn.send(reply))
         if reply.code >= 400:
-            self.log.reply(reply)
+            self._log_refusal(reply)
+
+    def _log_refusal(self, reply: Reply) -> None:
+        """One line per refusal, naming the command and the transaction it refused
+        (the one being proposed at MAIL, the recipient being refused at RCPT)."""
+        event, tx = self._command, self._proposed or self.tx
+        if isinstance(event, Rcpt):
+            rcpt_to = [event.address]
+        else:
+            rcpt_to = [r.address for r in tx.recipients] if tx is not None else []
+        reader = self.data.reader
+        size = tx.size if tx is not None and tx.size else reader.received if reader else 0
+        self.log.reply(reply, self.ctx, tx, _verb(event, self.data.verb), rcpt_to, size)
 
     def flush(self) -> None:
         if self._out:
@@ -128,7 +145,7 @@ class Session:
             self._waiting_since = now
         if self.ctx.stress is not self.stress.active:
             core_set(self.ctx, "stress", self.stress.active)
-        wait = min(self._wait_allowed(now), self._deadline - now)
+        wait, self._bound = self._wait_allowed(now)
         if wait <= 0:
             raise TimeoutError
         self.sock.settimeout(wait)
@@ -152,15 +169,29 @@ class Session:
             raise TimeoutError
         return data
 
-    def _wait_allowed(self, now: float) -> float:
-        """How long this read may wait: ``command_timeout`` (in DATA/BDAT:
-        ``data_timeout``) per read; under stress (``stress.py``) at most the stress
-        timeout counted from the start of the wait for this command, so a client
-        that trickles a command byte by byte is cut too."""
-        wait = float(self.limits.data_timeout if self.busy else self.limits.command_timeout)
+    def _wait_allowed(self, now: float) -> tuple[float, str]:
+        """How long this read may wait, and the setting that says so: the rest of
+        ``session_timeout``; ``command_timeout`` per read (in DATA/BDAT:
+        ``data_timeout``, and the rest of ``message_timeout`` for the whole data of
+        the message, so that a client trickling it line by line is cut too); under
+        stress (``stress.py``) at most the stress timeout counted from the start of
+        the wait for this command, so a client that trickles a command byte by byte
+        is cut too."""
+        waits = [(self._deadline - now, "session_timeout")]
+        if self.busy:
+            waits.append((float(self.limits.data_timeout), "data_timeout"))
+            if self._data_deadline is not None:
+                waits.append((self._data_deadline - now, "message_timeout"))
+        else:
+            waits.append((float(self.limits.command_timeout), "command_timeout"))
         if self.stress.active:
-            wait = min(wait, self._waiting_since + self.stress.timeout(self.busy) - now)
-        return wait
+            waits.append((self._waiting_since + self.stress.timeout(self.busy) - now, "stress"))
+        return min(waits)
+
+    def begin_data(self) -> None:
+        """DATA or the first BDAT of a message: ``message_timeout`` starts."""
+        self.busy = True
+        self._data_deadline = time.monotonic() + float(self.limits.message_timeout)
 
     def overdue(self, now: float) -> bool:
         """Waiting in a read for longer than stress allows (for the watcher)."""
@@ -190,7 +221,8 @@ class Session:
             self._flush_quietly()
             tls.goodbye(self.sock)
         except TimeoutError:
-            self.log.event("timeout", state=str(self.conn.state))
+            self.log.event("timeout", limit="stress" if self._cut else self._bound,
+                           state=str(self.conn.state))
             self._last_words(TIMEOUT)
         except Shutdown:
             self._last_words(SHUTTING_DOWN)
@@ -269,6 +301,7 @@ class Session:
                 self.conn.receive_data(self._recv())
                 continue
             self._waiting_since = None  # the next read waits for the next command
+            self._command, self._proposed = event, None
             if not self._waits_for_tls(event):
                 _HANDLERS[type(event)](self, event)
             if self.conn.closed:  # we answered 421 (or 221): nothing more to read
@@ -280,7 +313,7 @@ class Session:
         ``530 5.7.0`` (as Postfix's smtpd_tls_security_level = encrypt). True if refused."""
         if (self.ctx.tls is None and self.listener.tls.required
                 and isinstance(event, _NEEDS_TLS)):
-            self.send(TLS_REQUIRED)
+            self.refuse(TLS_REQUIRED)  # an error, counted like any refusal
             return True
         return False
 
@@ -330,16 +363,17 @@ class Session:
             self.send(TOO_MANY_MESSAGES)
             raise Closing
         if self.listener.auth.required and not self.ctx.auth_user:
-            self.send(AUTH_REQUIRED)
+            self.refuse(AUTH_REQUIRED)
             return
         params = dict(ev.params)
         if "AUTH" in params and not self.ctx.auth_user:
             params["AUTH"] = "<>"  # RFC 4954 5: not vouched for by an authenticated client
         size = params.get("SIZE")
         if size is not None and size > self.ctx.max_message_size:
-            self.send(Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
+            self.refuse(Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
             return
         tx = Transaction(queue_id=new_queue_id(), mail_from=ev.address, mail_params=params)
+        self._proposed = tx
         verdict, _ = self.host.decide("mail_from", self.ctx, tx)
         if self.refused(verdict):
             return
@@ -352,14 +386,18 @@ class Session:
         tx = self.tx
         assert tx is not None
         if len(tx.recipients) >= self.ctx.max_recipients:
-            self.send(TOO_MANY_RCPTS)
+            self._overshoot += 1
+            if self._overshoot <= self.limits.recipient_overshoot:
+                self.send(TOO_MANY_RCPTS)  # a client sending the rest later (RFC 5321 4.5.3.1.8)
+            else:
+                self.refuse(TOO_MANY_RCPTS)
             return
         rcpt = Recipient(ev.address, dict(ev.params))
         tx.begin_recipient(rcpt)
         try:
             verdict, _ = self.host.decide("rcpt_to", self.ctx, tx, recipient=rcpt)
-            if self.refused(verdict):
-                core_set(self.ctx, "bad_recipients", self.ctx.bad_recipients + 1)
+            if self.refused(verdict, counts=False):
+                self._count_bad_recipient()
                 return
             tx.accept_recipient(deliver=verdict is None or verdict.action is not Action.DISCARD)
         finally:
@@ -383,6 +421,7 @@ class Session:
         self.data.reset()
         self.tx = None
         self.busy = False
+        self._data_deadline = None
 
     def on_rset(self, ev: Rset) -> None:
         self.drop_transaction()
@@ -409,7 +448,7 @@ class Session:
     def on_expn(self, ev: Expn) -> None:
         if self.listener.smtp.expn and self._lookup_answered("expn", name=ev.argument):
             return
-        self.send(Reply(502, "5.5.1", "EXPN not available"))
+        self.refuse(Reply(502, "5.5.1", "EXPN not available"))
 
     def _lookup_answered(self, event: str, **kwargs: str) -> bool:
         """VRFY/EXPN when on: a plugin's accept(text) is a 250, a refusal its reply."""
@@ -421,7 +460,7 @@ class Session:
 
     def on_starttls(self, ev: StartTLS) -> None:
         if self.listener.tls_mode != "starttls":
-            self.send(NO_STARTTLS)
+            self.refuse(NO_STARTTLS)
             return
         self.send(Reply(220, "2.0.0", "Ready to start TLS"))
         self.flush()
@@ -445,13 +484,34 @@ class Session:
     def on_bad(self, ev: BadCommand) -> None:
         if ev.verb == "AUTH":
             self.auth.abandon()
-        core_set(self.ctx, "bad_commands", self.ctx.bad_commands + 1)
-        if self.ctx.bad_commands > self.limits.max_bad_commands:
-            self.log.event("too_many_errors", bad_commands=self.ctx.bad_commands)
-            self.send(TOO_MANY_ERRORS)
-            self.flush()
-            raise Closing
         self.send(ev.reply)
+        self._count_error()
+
+    def _count_error(self) -> None:
+        """One more error in this session (a bad command, or a command refused):
+        the one that reaches ``max_bad_commands`` is followed at once by 421 and
+        the close (Postfix's smtpd_hard_error_limit, which counts every 4xx/5xx
+        reply to a command), without waiting for another command."""
+        core_set(self.ctx, "bad_commands", self.ctx.bad_commands + 1)
+        if self.ctx.bad_commands >= self.limits.max_bad_commands:
+            self._too_many(TOO_MANY_ERRORS, bad_commands=self.ctx.bad_commands,
+                           limit=self.limits.max_bad_commands)
+
+    def _count_bad_recipient(self) -> None:
+        """A refused recipient; the one that reaches ``max_bad_recipients`` (set by
+        the flow plugin) ends the session likewise."""
+        ctx = self.ctx
+        core_set(ctx, "bad_recipients", ctx.bad_recipients + 1)
+        if ctx.max_bad_recipients and ctx.bad_recipients >= ctx.max_bad_recipients:
+            self._too_many(Reply(421, "4.7.0", f"Too many bad recipients (limit"
+                                               f" {ctx.max_bad_recipients}), closing connection"),
+                           bad_recipients=ctx.bad_recipients, limit=ctx.max_bad_recipients)
+
+    def _too_many(self, reply: Reply, **fields: int) -> None:
+        self.log.event("too_many_errors", logging.WARNING, client=self.ctx.remote_ip, **fields)
+        self.send(reply)
+        self.flush()
+        raise Closing
 
     def on_closed(self, ev: ConnectionClosed) -> None:
         if self.busy:
@@ -460,12 +520,21 @@ class Session:
 
     # --- verdicts --------------------------------------------------------------------
 
-    def refused(self, verdict: Verdict | None) -> bool:
-        """Answer a refusing verdict; True if the command was refused."""
+    def refused(self, verdict: Verdict | None, counts: bool = True) -> bool:
+        """Answer a refusing verdict; True if the command was refused. It counts as
+        an error (``max_bad_commands``) unless ``counts`` is False (a refused
+        recipient, counted as such)."""
         if verdict is None or not refuses(verdict):
             return False
         self.answer(verdict)
+        if counts:
+            self._count_error()
         return True
+
+    def refuse(self, reply: Reply) -> None:
+        """Refuse a command with the server's own reply: an error too."""
+        self.send(reply)
+        self._count_error()
 
     def answer(self, verdict: Verdict) -> None:
         if not verdict.reply:
@@ -480,6 +549,20 @@ class Session:
 #: QUIT are served, BDAT (like RCPT and DATA) cannot come before MAIL anyway.
 #: docs/configuration.md, ``[tls]``.
 _NEEDS_TLS = (Mail, Rcpt, Data, Auth, Vrfy, Expn, Help)
+
+
+def _verb(event: object, data_verb: str) -> str:
+    """The command an event stands for, as the client wrote it."""
+    if isinstance(event, Helo):
+        return "EHLO" if event.extended else "HELO"
+    if isinstance(event, BadCommand):
+        return event.verb or "?"
+    if isinstance(event, DataChunk | DataEnd):
+        return data_verb
+    if isinstance(event, AuthResponse):
+        return "AUTH"
+    return type(event).__name__.upper() if event is not None else "CONNECT"
+
 
 _HANDLERS = {
     Helo: Session.on_helo,

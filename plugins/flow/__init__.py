@@ -3,9 +3,11 @@
 Counted in the shared counters (``appliance.state.counters``) so that they hold for the
 whole appliance, every worker and, with the Redis store, every instance. Connection
 limits refuse at connect with 421 4.7.0 and close; message and recipient rates
-answer 451 4.7.1 at MAIL and RCPT; too many bad recipients or auth failures in one
-session end it with 421 4.7.0 at the next command. The server-wide and per-listener
-session caps are the core's: ``server.max_sessions``, ``listeners.NAME.max_sessions``.
+answer 451 4.7.1 at MAIL and RCPT; the refused recipient that reaches
+``[flow.bad_recipients]`` is followed by 421 4.7.0 and the close (the core does it,
+from ``session.max_bad_recipients``; in monitor mode it is logged at the next
+command). The server-wide and per-listener session caps are the core's:
+``server.max_sessions``, ``listeners.NAME.max_sessions``.
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ class FlowControl:
         st = FlowState(client_group(session.remote_ip, s.ipv4_prefix, s.ipv6_prefix))
         st.exempt = in_networks(session.remote_ip, self.exempt.of(session)) or (
             s.exempt_allow_listed and session.checks.allow_listed)
+        cfg = s.bad_recipients
+        if cfg.limit and not st.exempt and cfg.mode != "monitor" and not self.monitor_all:
+            session.max_bad_recipients = cfg.limit  # the core closes at the limit itself
         session.stash[STASH] = st
         return st
 

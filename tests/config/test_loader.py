@@ -60,6 +60,7 @@ def test_defaults_are_the_documented_ones(conf) -> None:
     assert attrs.asdict(config.limits) == {
         "max_message_size": 10 * 1024 * 1024,
         "max_recipients": 1000,
+        "recipient_overshoot": 100,
         "max_messages_per_session": 1000,
         "max_received_headers": 30,
         "max_bad_commands": 8,
@@ -68,6 +69,7 @@ def test_defaults_are_the_documented_ones(conf) -> None:
         "session_timeout": 900.0,
         "command_timeout": 120.0,
         "data_timeout": 120.0,
+        "message_timeout": 600.0,
     }
     assert attrs.asdict(config.smtp) == {
         "bare_linefeed": "reject",
@@ -451,7 +453,8 @@ def test_unknown_nested_key(conf) -> None:
         f"{conf.file('30-limits.toml')}: limits.max_recipient: unknown key 'max_recipient' "
         "(expected one of: command_timeout, data_timeout, max_bad_commands, "
         "max_header_size, max_message_line_length, max_message_size, max_messages_per_session, "
-        "max_received_headers, max_recipients, session_timeout)"
+        "max_received_headers, max_recipients, message_timeout, recipient_overshoot, "
+        "session_timeout)"
     ]
 
 

@@ -279,18 +279,6 @@ text = "Relay access denied"
 """
 
 
-def test_bad_recipients_per_session(make_appliance):
-    app = make_appliance(flow("[flow.bad_recipients]\nlimit = 3") + BAD_RCPT)
-    s, _ = dial(app)
-    talk(s, b"EHLO harvester.example\r\nMAIL FROM:<a@example.org>\r\n")
-    for i in range(3):
-        assert talk(s, b"RCPT TO:<bad%d@example.net>\r\n" % i).startswith(b"550 5.1.1")
-    assert talk(s, b"RCPT TO:<good@example.net>\r\n") == (
-        b"421 4.7.0 Too many bad recipients (limit 3), closing connection\r\n")
-    assert closed(s)
-    assert greeted(app)  # a per-session limit: the next session starts afresh
-
-
 # --- exemptions -----------------------------------------------------------------------------
 
 

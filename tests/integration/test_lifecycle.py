@@ -210,6 +210,30 @@ def test_disk_full_gives_452_and_leaves_nothing(make_appliance, tiny_fs):
     assert len(app.queued()) == 1
     assert list((app.spool / "tmp").iterdir()) == []
     assert len(list((app.spool / "queue").glob("*.msg"))) == 1
+    # a storage failure is an error for the admin, with the system's reason
+    assert re.search(r" error queue_failed session=\w+ queue_id=\w+ .*Errno 28\]", app.log())
+
+
+def test_disk_full_at_the_queue_commit_is_logged_as_an_error(make_appliance, tiny_fs):
+    app = make_appliance(start=False)
+    conf = app.config_dir / "00-test.toml"
+    conf.write_text(conf.read_text().replace(str(app.spool), str(tiny_fs / "spool")))
+    app.spool = tiny_fs / "spool"
+    app.start()
+    filler = tiny_fs / "filler"
+    with open(filler, "wb", buffering=0) as f:  # the disk fills up while the server runs
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    with smtplib.SMTP("127.0.0.1", app.port) as c:  # a small message: held in memory
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            c.sendmail("a@example.org", ["b@example.net"], MSG)
+        assert (e.value.smtp_code, e.value.smtp_error[:5]) == (452, b"4.3.1")
+    assert app.queued() == []
+    assert re.search(r" error queue_failed session=\w+ queue_id=\w+ .*Errno 28\]", app.log())
+    assert not re.search(r" info queue_failed ", app.log())
 
 
 def test_queue_cli_list_show_delete_count(appliance):
