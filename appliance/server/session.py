@@ -1,13 +1,13 @@
 """One SMTP session: owns the socket and the timeouts, drives the protocol engine,
 dispatches its events and answers plugins' verdicts. One greenlet per session.
 
-The AUTH exchange (``auth.py``), DATA/BDAT and queueing (``data.py``) and TLS
-(``tls.py``) are parts the session owns and delegates to."""
+The greeting (``greeting.py``), MAIL and RCPT (``envelope.py``), the AUTH exchange
+(``auth.py``), DATA/BDAT and queueing (``data.py``), TLS (``tls.py``), the waits
+and their timeouts (``waits.py``) and the error limits (``errors.py``) are parts
+the session owns or delegates to."""
 
 from __future__ import annotations
 
-import logging
-import os
 import socket
 import ssl
 import time
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from appliance import logs
 from appliance.hooks.verdict import Action, Verdict
-from appliance.mail.context import Recipient, SessionContext, Transaction, core_set
+from appliance.mail.context import SessionContext, Transaction, core_set
 from appliance.protocol import (
     NEED_DATA,
     Auth,
@@ -39,32 +39,27 @@ from appliance.protocol import (
     StartTLS,
     Vrfy,
 )
-from appliance.server import received, tls
+from appliance.server import envelope, greeting, tls
 from appliance.server.auth import Authenticator
 from appliance.server.data import DataPhase
+from appliance.server.errors import ErrorLimits
 from appliance.server.replies import (
-    AUTH_REQUIRED,
     BYE,
     NO_STARTTLS,
     SHUTTING_DOWN,
     TIMEOUT,
     TLS_REQUIRED,
-    TOO_MANY_ERRORS,
-    TOO_MANY_MESSAGES,
-    TOO_MANY_RCPTS,
     Closing,
     Shutdown,
     refuses,
     reply_of,
 )
+from appliance.server.waits import READ_SIZE, Waits
 from appliance.spool import new_queue_id
 
 if TYPE_CHECKING:
     from appliance.server.runtime import ListenerRuntime, Runtime
     from appliance.server.stress import Stress
-
-READ_SIZE = 65536
-
 
 class Session:
     def __init__(self, runtime: Runtime, lr: ListenerRuntime, sock: socket.socket,
@@ -102,17 +97,13 @@ class Session:
         self.busy = False  # in DATA/BDAT or committing: finish before a shutdown
         self.closing = False
         self._out: list[bytes] = []
-        self._deadline = time.monotonic() + float(self.limits.session_timeout)
-        self._data_deadline: float | None = None  # message_timeout, from DATA or BDAT on
-        self._bound = ""  # the limit the current read waits under, for the timeout line
         self.stress = stress
-        self._waiting_since: float | None = None  # when the wait for this command began
-        self._reading = False
-        self._cut = False  # the stress watcher ended the wait
+        self.waits = Waits(self.limits, stress)
+        self.errors = ErrorLimits(self)
         self.log = logs.SessionLog(self.ctx.session_id)
         self._command: object = None  # the event being answered
-        self._proposed: Transaction | None = None  # a MAIL FROM being decided on
-        self._overshoot = 0  # RCPTs over max_recipients, see [limits] recipient_overshoot
+        self.proposed: Transaction | None = None  # a MAIL FROM being decided on
+        self.overshoot = 0  # RCPTs over max_recipients, see [limits] recipient_overshoot
 
     # --- I/O -------------------------------------------------------------------------
 
@@ -124,7 +115,7 @@ class Session:
     def _log_refusal(self, reply: Reply) -> None:
         """One line per refusal, naming the command and the transaction it refused
         (the one being proposed at MAIL, the recipient being refused at RCPT)."""
-        event, tx = self._command, self._proposed or self.tx
+        event, tx = self._command, self.proposed or self.tx
         if isinstance(event, Rcpt):
             rcpt_to = [event.address]
         else:
@@ -140,16 +131,9 @@ class Session:
             self.sock.sendall(data)
 
     def _recv(self) -> bytes:
-        now = time.monotonic()
-        if self._waiting_since is None:
-            self._waiting_since = now
         if self.ctx.stress is not self.stress.active:
             core_set(self.ctx, "stress", self.stress.active)
-        wait, self._bound = self._wait_allowed(now)
-        if wait <= 0:
-            raise TimeoutError
-        self.sock.settimeout(wait)
-        self._reading = True
+        self.sock.settimeout(self.waits.start_read(self.busy))
         try:
             while True:
                 try:
@@ -160,53 +144,27 @@ class Session:
                     if not self.busy:
                         raise
                 except OSError:
-                    if self._cut:
+                    if self.waits.cut_short:
                         raise TimeoutError from None
                     raise
         finally:
-            self._reading = False
-        if self._cut:
+            self.waits.reading = False
+        if self.waits.cut_short:
             raise TimeoutError
         return data
-
-    def _wait_allowed(self, now: float) -> tuple[float, str]:
-        """How long this read may wait, and the setting that says so: the rest of
-        ``session_timeout``; ``command_timeout`` per read (in DATA/BDAT:
-        ``data_timeout``, and the rest of ``message_timeout`` for the whole data of
-        the message, so that a client trickling it line by line is cut too); under
-        stress (``stress.py``) at most the stress timeout counted from the start of
-        the wait for this command, so a client that trickles a command byte by byte
-        is cut too."""
-        waits = [(self._deadline - now, "session_timeout")]
-        if self.busy:
-            waits.append((float(self.limits.data_timeout), "data_timeout"))
-            if self._data_deadline is not None:
-                waits.append((self._data_deadline - now, "message_timeout"))
-        else:
-            waits.append((float(self.limits.command_timeout), "command_timeout"))
-        if self.stress.active:
-            waits.append((self._waiting_since + self.stress.timeout(self.busy) - now, "stress"))
-        return min(waits)
 
     def begin_data(self) -> None:
         """DATA or the first BDAT of a message: ``message_timeout`` starts."""
         self.busy = True
-        self._data_deadline = time.monotonic() + float(self.limits.message_timeout)
+        self.waits.begin_data()
 
     def overdue(self, now: float) -> bool:
-        """Waiting in a read for longer than stress allows (for the watcher)."""
-        return (self._reading and self._waiting_since is not None
-                and now - self._waiting_since >= self.stress.timeout(self.busy))
+        """Waiting in a read for longer than stress allows (for the stress watcher)."""
+        return self.waits.overdue(now, self.busy)
 
     def cut(self) -> None:
-        """End the current wait as a timeout: shut the socket's read side (through a
-        duplicate descriptor, which leaves a TLS layer intact for the 421)."""
-        self._cut = True
-        try:
-            with socket.socket(fileno=os.dup(self.sock.fileno())) as dup:
-                dup.shutdown(socket.SHUT_RD)
-        except OSError:
-            pass
+        """End the current wait as a timeout (the stress watcher)."""
+        self.waits.cut(self.sock)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -215,13 +173,13 @@ class Session:
         try:
             if self.listener.tls_mode == "implicit" and not self._handshake():
                 return
-            self._greet()
+            greeting.greet(self)
             self._loop()
         except Closing:
             self._flush_quietly()
             tls.goodbye(self.sock)
         except TimeoutError:
-            self.log.event("timeout", limit="stress" if self._cut else self._bound,
+            self.log.event("timeout", limit=self.waits.limit,
                            state=str(self.conn.state))
             self._last_words(TIMEOUT)
         except Shutdown:
@@ -247,50 +205,6 @@ class Session:
         except (OSError, ValueError):
             pass
 
-    def _greet(self) -> None:
-        verdict, _ = self.host.decide("connect", self.ctx)
-        if verdict is not None and refuses(verdict):
-            self._refuse_greeting(verdict)
-            return
-        if self.ctx.greeting_delay > 0 and self._talks_first():
-            core_set(self.ctx, "pregreet", True)
-            self.log.event("pregreet", buffered=self.conn.buffered)
-            verdict, _ = self.host.decide("pregreet", self.ctx)
-            if verdict is not None and refuses(verdict):
-                self._refuse_greeting(verdict, close=True)
-                return
-        banner = self.listener.banner or self.runtime.config.server.banner
-        self.send(Reply(220, None, received.expand_banner(banner, self.ctx)))
-
-    def _refuse_greeting(self, verdict: Verdict, close: bool = False) -> None:
-        """A refusing verdict instead of the banner: 554 (the client may only QUIT,
-        unless ``close``), or 421 and close."""
-        if not verdict.reply:
-            raise Closing  # Verdict.close(): no banner at all
-        code, enhanced, text = verdict.reply_parts()
-        if verdict.action is Action.REJECT:
-            # RFC 5321 3.1: a 554 greeting; the client may still QUIT.
-            self.send(Reply(554, enhanced, f"{self.ctx.hostname} {text}"))
-            if not close:
-                return
-        else:
-            self.send(Reply(421, enhanced, f"{self.ctx.hostname} {text}"))
-        self.flush()
-        raise Closing
-
-    def _talks_first(self) -> bool:
-        """Hold the banner back for ``greeting_delay`` (a plugin set it at connect);
-        True if the client sent something meanwhile (postscreen's "pregreet"). What
-        it sent is kept and read as commands if the session goes on."""
-        delay = min(float(self.ctx.greeting_delay), float(self.limits.command_timeout))
-        self.sock.settimeout(delay)
-        try:
-            data = self.sock.recv(READ_SIZE)
-        except TimeoutError:
-            return False
-        self.conn.receive_data(data)
-        return bool(data)
-
     def _loop(self) -> None:
         while True:
             event = self.conn.next_event()
@@ -300,8 +214,8 @@ class Session:
                     raise Shutdown
                 self.conn.receive_data(self._recv())
                 continue
-            self._waiting_since = None  # the next read waits for the next command
-            self._command, self._proposed = event, None
+            self.waits.next_command()
+            self._command, self.proposed = event, None
             if not self._waits_for_tls(event):
                 _HANDLERS[type(event)](self, event)
             if self.conn.closed:  # we answered 421 (or 221): nothing more to read
@@ -358,51 +272,10 @@ class Session:
         self.send(Reply(250, None, lines))
 
     def on_mail(self, ev: Mail) -> None:
-        max_msgs = self.limits.max_messages_per_session
-        if max_msgs and self.ctx.message_count >= max_msgs:
-            self.send(TOO_MANY_MESSAGES)
-            raise Closing
-        if self.listener.auth.required and not self.ctx.auth_user:
-            self.refuse(AUTH_REQUIRED)
-            return
-        params = dict(ev.params)
-        if "AUTH" in params and not self.ctx.auth_user:
-            params["AUTH"] = "<>"  # RFC 4954 5: not vouched for by an authenticated client
-        size = params.get("SIZE")
-        if size is not None and size > self.ctx.max_message_size:
-            self.refuse(Reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
-            return
-        tx = Transaction(queue_id=new_queue_id(), mail_from=ev.address, mail_params=params)
-        self._proposed = tx
-        verdict, _ = self.host.decide("mail_from", self.ctx, tx)
-        if self.refused(verdict):
-            return
-        self.tx = tx
-        self.log.event("mail", logging.DEBUG, queue_id=tx.queue_id,
-                       mail_from=f"<{ev.address}>")
-        self.send(Reply(250, "2.1.0", "Ok"))
+        envelope.mail_from(self, ev)
 
     def on_rcpt(self, ev: Rcpt) -> None:
-        tx = self.tx
-        assert tx is not None
-        if len(tx.recipients) >= self.ctx.max_recipients:
-            self._overshoot += 1
-            if self._overshoot <= self.limits.recipient_overshoot:
-                self.send(TOO_MANY_RCPTS)  # a client sending the rest later (RFC 5321 4.5.3.1.8)
-            else:
-                self.refuse(TOO_MANY_RCPTS)
-            return
-        rcpt = Recipient(ev.address, dict(ev.params))
-        tx.begin_recipient(rcpt)
-        try:
-            verdict, _ = self.host.decide("rcpt_to", self.ctx, tx, recipient=rcpt)
-            if self.refused(verdict, counts=False):
-                self._count_bad_recipient()
-                return
-            tx.accept_recipient(deliver=verdict is None or verdict.action is not Action.DISCARD)
-        finally:
-            tx.end_recipient()
-        self.send(Reply(250, "2.1.5", "Ok"))
+        envelope.rcpt_to(self, ev)
 
     def on_data(self, ev: Data) -> None:
         self.data.on_data(ev)
@@ -421,7 +294,7 @@ class Session:
         self.data.reset()
         self.tx = None
         self.busy = False
-        self._data_deadline = None
+        self.waits.end_data()
 
     def on_rset(self, ev: Rset) -> None:
         self.drop_transaction()
@@ -485,33 +358,7 @@ class Session:
         if ev.verb == "AUTH":
             self.auth.abandon()
         self.send(ev.reply)
-        self._count_error()
-
-    def _count_error(self) -> None:
-        """One more error in this session (a bad command, or a command refused):
-        the one that reaches ``max_bad_commands`` is followed at once by 421 and
-        the close (Postfix's smtpd_hard_error_limit, which counts every 4xx/5xx
-        reply to a command), without waiting for another command."""
-        core_set(self.ctx, "bad_commands", self.ctx.bad_commands + 1)
-        if self.ctx.bad_commands >= self.limits.max_bad_commands:
-            self._too_many(TOO_MANY_ERRORS, bad_commands=self.ctx.bad_commands,
-                           limit=self.limits.max_bad_commands)
-
-    def _count_bad_recipient(self) -> None:
-        """A refused recipient; the one that reaches ``max_bad_recipients`` (set by
-        the flow plugin) ends the session likewise."""
-        ctx = self.ctx
-        core_set(ctx, "bad_recipients", ctx.bad_recipients + 1)
-        if ctx.max_bad_recipients and ctx.bad_recipients >= ctx.max_bad_recipients:
-            self._too_many(Reply(421, "4.7.0", f"Too many bad recipients (limit"
-                                               f" {ctx.max_bad_recipients}), closing connection"),
-                           bad_recipients=ctx.bad_recipients, limit=ctx.max_bad_recipients)
-
-    def _too_many(self, reply: Reply, **fields: int) -> None:
-        self.log.event("too_many_errors", logging.WARNING, client=self.ctx.remote_ip, **fields)
-        self.send(reply)
-        self.flush()
-        raise Closing
+        self.errors.error()
 
     def on_closed(self, ev: ConnectionClosed) -> None:
         if self.busy:
@@ -528,13 +375,13 @@ class Session:
             return False
         self.answer(verdict)
         if counts:
-            self._count_error()
+            self.errors.error()
         return True
 
     def refuse(self, reply: Reply) -> None:
         """Refuse a command with the server's own reply: an error too."""
         self.send(reply)
-        self._count_error()
+        self.errors.error()
 
     def answer(self, verdict: Verdict) -> None:
         if not verdict.reply:
