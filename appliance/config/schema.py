@@ -294,6 +294,10 @@ class Queue:
         "/var/spool/smtp-appliance"
     )
     fsync: bool = True
+    #: How long the hand-off of an accepted message (the ``queue_message`` hook: the
+    #: spool's fsynced commit) may take before the client gets 451: as long as a
+    #: client waits for the reply to its end of data (RFC 5321 4.5.3.2.6, 10 minutes).
+    timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("10m")
 
 
 @frozen(kw_only=True)

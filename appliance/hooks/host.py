@@ -154,6 +154,9 @@ class PluginHost:
     errors: list[str] = field(factory=list)
     #: The per-call time budget; None (timeout 0: the CLI, tests) calls unbounded.
     budgets: TimeBudgets | None = None
+    #: Hooks with a budget of their own: the hand-off of an accepted message
+    #: (``queue_message``) waits for the disk as long as ``[queue] timeout`` allows.
+    hook_budgets: dict[str, TimeBudgets] = field(factory=dict)
 
     @classmethod
     def build(
@@ -161,12 +164,15 @@ class PluginHost:
         found: dict[str, Discovered],
         configs: dict[str, PluginConfig],
         timeout: float,
+        queue_timeout: float = 0,
     ) -> PluginHost:
         """Register the enabled plugins of ``found``; ``timeout`` (seconds, 0: none)
-        bounds every hook call."""
+        bounds every hook call but ``queue_message``, which ``queue_timeout`` bounds."""
         pm = pluggy.PluginManager(GROUP)
         pm.add_hookspecs(hookspecs)
         host = cls(pm, configs, timeout, budgets=TimeBudgets(timeout) if timeout else None)
+        if timeout and queue_timeout:
+            host.hook_budgets["queue_message"] = TimeBudgets(queue_timeout)
         enabled = [
             d for d in found.values()
             if not d.error and configs.get(d.name, d.schema()).enabled
@@ -208,11 +214,12 @@ class PluginHost:
                 getattr(self.pm.hook, hook).get_hookimpls()))
         return impls
 
-    def _call(self, impl, kwargs: dict[str, Any]) -> Any:
+    def _call(self, impl, kwargs: dict[str, Any], budgets: TimeBudgets | None = None) -> Any:
         args = {a: kwargs[a] for a in impl.argnames}
-        if self.budgets is None:
+        budgets = budgets or self.budgets
+        if budgets is None:
             return impl.function(**args)
-        return self.budgets.run(lambda: impl.function(**args))
+        return budgets.run(lambda: impl.function(**args))
 
     def decide(
         self,
@@ -283,8 +290,9 @@ class PluginHost:
         time budget. Exceptions, TimeBudgetExceeded included, propagate (the
         caller maps them to a reply: 451 for queue_message, no AUTH or 454 for
         the AUTH hooks, the relay plugin's 451 for lookup_recipient)."""
+        budgets = self.hook_budgets.get(hook)
         for impl in self._impls(hook):
-            result = self._call(impl, kwargs)
+            result = self._call(impl, kwargs, budgets)
             if result is not None:
                 return result, impl.plugin_name
         return None, ""

@@ -61,7 +61,8 @@ def build_runtime(config_dir: str | Path, found: dict[str, Discovered],
         ctx = make_ssl_context(lc.tls, name) if lc.tls_mode != "none" else None
         listeners[name] = ListenerRuntime(name, lc, ctx)
     spool = Spool(config.queue.directory, fsync=config.queue.fsync)
-    host = PluginHost.build(found, config.plugins, float(config.server.plugin_timeout))
+    host = PluginHost.build(found, config.plugins, float(config.server.plugin_timeout),
+                            float(config.queue.timeout))
     counters = (state or StateKeeper()).counters_for(config.server.state)
     resolver = (dns or ResolverKeeper()).resolver_for(config.dns)
     host.notify("on_configure", config=config, spool=spool, counters=counters,

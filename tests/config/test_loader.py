@@ -88,7 +88,8 @@ def test_defaults_are_the_documented_ones(conf) -> None:
         "handshake_timeout": 30.0,
         "required": False,
     }
-    assert attrs.asdict(config.queue) == {"directory": "/var/spool/smtp-appliance", "fsync": True}
+    assert attrs.asdict(config.queue) == {"directory": "/var/spool/smtp-appliance", "fsync": True,
+                                          "timeout": 600.0}
     assert attrs.asdict(config.logging) == {
         "level": "info",
         "format": "text",

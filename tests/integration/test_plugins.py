@@ -135,7 +135,8 @@ def test_plugin_time_budget(make_appliance):
 
 
 def test_first_result_hooks_have_the_time_budget_too(make_appliance):
-    app = make_appliance('[server]\nplugin_timeout = "1s"\n'
+    """The hand-off (queue_message) is bounded by [queue] timeout, not plugin_timeout."""
+    app = make_appliance('[server]\nplugin_timeout = "30s"\n[queue]\ntimeout = "1s"\n'
                          '[plugins.test-slow]\nenabled = true\nevent = "queue_message"\n'
                          'delay = "60s"\n')
     s = connect(app)
