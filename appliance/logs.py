@@ -128,8 +128,7 @@ def envelope(ctx: Any, tx: Any, rcpt_to: list[str], size: int) -> dict[str, Any]
     from=<...> to=<...> helo=<...>"): the transaction (``tx`` may be None), the
     client by its forward-confirmed reverse DNS name if the reverse-dns check found
     one ("unknown" otherwise, as Postfix), its HELO and TLS."""
-    name = (ctx.checks.value("reverse-dns", "name") or ""
-            if ctx.checks.value("reverse-dns") == "pass" else "")
+    name = ctx.reverse_name if ctx.checks.value("reverse-dns") == "pass" else None
     return {
         "queue_id": tx.queue_id if tx is not None else "",
         "client": f"{name or 'unknown'}[{ctx.remote_ip}]",

@@ -341,7 +341,7 @@ def request_attributes(stage: str, session: Any, transaction: Any, *, instance: 
     if recipient is None and late and len(recipients) == 1:
         recipient = recipients[0].address
     sasl_sender = transaction.mail_from_auth if transaction is not None else None
-    reverse = session.checks.value("reverse-dns", "name") or "unknown"
+    reverse = session.reverse_name or "unknown"
     return {
         "request": "smtpd_access_policy",
         "protocol_state": state,

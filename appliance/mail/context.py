@@ -116,6 +116,13 @@ class SessionContext:
         """isSSLConnection"""
         return self.tls is not None
 
+    @property
+    def reverse_name(self) -> str | None:
+        """The client's name as the ``reverse-dns`` check found it (confirmed, or the
+        first PTR name), None when it did not run or found none: the one place the
+        core reads that check (Received, milter macros, decision lines)."""
+        return self.checks.value("reverse-dns", "name")
+
 
 @define(slots=True)
 class Recipient:

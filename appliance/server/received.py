@@ -38,7 +38,7 @@ def protocol_name(ctx: SessionContext, tx: Transaction) -> str:
 def received_value(ctx: SessionContext, tx: Transaction) -> str:
     remote = ctx.remote_ip
     literal = f"IPv6:{remote}" if ":" in remote else remote
-    reverse = ctx.checks.value("reverse-dns", "name") or "unknown"
+    reverse = ctx.reverse_name or "unknown"
     lines = [f"from {ctx.helo_name or 'unknown'} ({reverse} [{literal}])"]
     if ctx.tls:
         lines.append(f"(using {ctx.tls.protocol} with cipher {ctx.tls.cipher}"

@@ -86,7 +86,7 @@ class ConcurrentPerNetwork:
 
 @frozen(kw_only=True)
 class SessionLimit:
-    """Bad recipients in one session; reached, the next command gets 421 4.7.0."""
+    """Bad recipients in one session; the one that reaches it is followed by 421 4.7.0."""
 
     limit: Annotated[int, _COUNT] = 20
     mode: Mode = "enforce"

@@ -88,7 +88,7 @@ def build_request(stage: str, session: Any, transaction: Any = None, *, helo: st
     context: dict[str, Any] = {
         "stage": stage,
         "client": {"ip": session.remote_ip, "port": session.remote_port,
-                   "ptr": session.checks.value("reverse-dns", "name") or "",
+                   "ptr": session.reverse_name or "",
                    "helo": session.helo_name if helo is None else helo},
         "sasl": ({"login": session.auth_user, "method": session.auth_mechanism}
                  if session.auth_user else None),

@@ -204,8 +204,7 @@ class MilterChain:
             d = None
             if neg.sends(codec.P_NOCONNECT):
                 # the client's name, or its address in brackets as Sendmail sends it
-                name = (session.checks.value("reverse-dns", "name")
-                        or f"[{session.remote_ip}]")
+                name = session.reverse_name or f"[{session.remote_ip}]"
                 d = c.step("connect", codec.encode_connect(name, session.remote_ip,
                                                            session.remote_port),
                            codec.P_NR_CONN, self._macros(link, "connect", session), deadline)

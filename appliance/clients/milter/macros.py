@@ -26,7 +26,7 @@ DEFAULT_MACROS: dict[str, list[str]] = {
 
 
 def _client_name(s: Any) -> str:
-    return s.checks.value("reverse-dns", "name") or "unknown"
+    return s.reverse_name or "unknown"
 
 
 def _tls(attr: str) -> Callable[[Any, Any, Any], str]:
