@@ -25,6 +25,8 @@ SERVE_PY := $(SERVE_VENV)/bin/python
 SERVE_STAMP := $(SERVE_VENV)/.installed-stamp
 CONFIG_DIR ?= conf.d
 BENCH_ARGS ?=
+# The tests wait on peers and sockets more than on the CPU: four workers on two cores.
+PYTEST_ARGS ?= -n 4
 
 .PHONY: help deps-system $(VENV) serve tls check-config test bench clean
 
@@ -68,7 +70,7 @@ check-config: $(SERVE_STAMP) tls
 
 test: deps-system $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV_PY) -m pytest -q
+	$(VENV_PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: deps-system $(VENV_STAMP)
 	$(VENV_PY) bench/run.py $(BENCH_ARGS)
