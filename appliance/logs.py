@@ -2,24 +2,106 @@
 
 Every session line carries ``session=ID``. Text lines are ``event key=value …``;
 with ``logging.format = "json"`` each line is one JSON object with the same keys.
+
+Each event belongs to an event class (connection, tls, auth, transcript, verdict,
+queue, delivery, disconnect, server) whose threshold the admin sets in
+``[logging.classes]``; the outputs are in ``appliance/log_outputs.py``. Observers
+(the metrics) see every event, logged or not, with its fields.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import logging.handlers
-import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("smtp_appliance")
 
-_FACILITIES = logging.handlers.SysLogHandler.facility_names
-
 #: How many times one refusal (same command, code and enhanced code) is logged per
 #: session; the rest are counted in one ``replies_not_logged`` line at disconnect.
 LOGGED_REPEATS = 10
+
+CLASSES = ("connection", "tls", "auth", "transcript", "verdict", "queue", "delivery",
+           "disconnect", "server")
+#: The class of each event the appliance logs; others by _PREFIXES, then by logger.
+_CLASS_OF = {
+    **dict.fromkeys(("connect", "too_busy", "pregreet", "timeout", "lost", "lost_in_data",
+                     "starttls_injection", "too_many_errors"), "connection"),
+    **dict.fromkeys(("tls", "tls_failed"), "tls"),
+    **dict.fromkeys(("auth", "auth_failed"), "auth"),
+    **dict.fromkeys(("command", "response"), "transcript"),
+    **dict.fromkeys(("reply", "replies_not_logged", "mail", "discarded", "trace"), "verdict"),
+    **dict.fromkeys(("queued", "queue_failed", "spool_recovered"), "queue"),
+    # the delivery side's events (docs/operations.md, "Event classes")
+    **dict.fromkeys(("delivered", "deferred", "bounced", "expired", "dsn_sent", "released"),
+                    "delivery"),
+    "disconnect": "disconnect",
+}
+_PREFIXES = (("tls_", "tls"), ("auth_", "auth"), ("queue_", "queue"), ("delivery_", "delivery"),
+             ("dsn_", "delivery"))
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR, "off": logging.CRITICAL + 1}
+
+#: class -> lowest level logged; set by :func:`configure` from ``[logging]``
+_thresholds: dict[str, int] = dict.fromkeys(CLASSES, logging.INFO)
+_thresholds["transcript"] = _LEVELS["off"]
+#: called with (event name, fields) for every event, before any level check
+_observers: list[Callable[[str, dict[str, Any]], None]] = []
+
+
+@functools.lru_cache(maxsize=4096)
+def event_class(name: str, logger: str = "smtp_appliance") -> str:
+    """The class of event ``name`` logged on ``logger``: the table above, the name's
+    prefix, then the logger: a plugin's or check's own lines are ``verdict``,
+    the users file's ``auth``, anything else of the server ``server``."""
+    found = _CLASS_OF.get(name)
+    if found:
+        return found
+    for prefix, cls in _PREFIXES:
+        if name.startswith(prefix):
+            return cls
+    if logger == "smtp_appliance.auth":
+        return "auth"
+    if logger != "smtp_appliance" and logger.startswith(("smtp_appliance.", "appliance.")):
+        return "verdict"
+    return "server"
+
+
+def enabled(name: str, level: int) -> bool:
+    """Would an event ``name`` at ``level`` be logged?"""
+    return level >= _thresholds[event_class(name)]
+
+
+def configure(config: Any) -> None:
+    """Thresholds from ``[logging] level`` and ``[logging.classes]``."""
+    for cls in CLASSES:
+        own = getattr(config.classes, cls)
+        _thresholds[cls] = _LEVELS[own or config.level]
+    log.setLevel(min(_thresholds.values()))
+
+
+def observe(observer: Callable[[str, dict[str, Any]], None]) -> None:
+    """Call ``observer(name, fields)`` for every event from now on (the metrics)."""
+    _observers.append(observer)
+
+
+def forget_observers() -> None:
+    _observers.clear()
+
+
+class ClassFilter(logging.Filter):
+    """On each output: drop records below their class's threshold. Records of
+    :func:`event` carry their class; others (plugins' own loggers) get theirs here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cls = getattr(record, "event_class", None)
+        if cls is None:
+            msg = record.msg if isinstance(record.msg, str) else ""
+            cls = record.event_class = event_class(msg, record.name)
+        return record.levelno >= _thresholds[cls]
 
 
 def _quote(value: Any) -> str:
@@ -29,13 +111,18 @@ def _quote(value: Any) -> str:
     return text
 
 
+def text_of(record: logging.LogRecord) -> str:
+    """``event key=value …``: a text line without its time and level."""
+    fields = getattr(record, "fields", None)
+    msg = record.getMessage()
+    if fields:
+        msg = msg + " " + " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
+    return msg
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "fields", None)
-        msg = record.getMessage()
-        if fields:
-            msg = msg + " " + " ".join(f"{k}={_quote(v)}" for k, v in fields.items())
-        line = f"{self.formatTime(record)} {record.levelname.lower()} {msg}"
+        line = f"{self.formatTime(record)} {record.levelname.lower()} {text_of(record)}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
@@ -56,23 +143,38 @@ class JSONFormatter(logging.Formatter):
 
 
 def setup(config: Any) -> None:
-    """Configure the root of our loggers from the [logging] table."""
-    if config.destination == "syslog":
-        handler: logging.Handler = logging.handlers.SysLogHandler(
-            address="/dev/log", facility=_FACILITIES.get(config.syslog_facility, 2 << 3))
-    elif config.destination == "file":
-        handler = logging.handlers.WatchedFileHandler(config.file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if config.format == "json" else TextFormatter())
-    log.handlers[:] = [handler]
-    log.setLevel(config.level.upper())
+    """Configure the root of our loggers from the [logging] table: its outputs
+    (each with the class filter) and the class thresholds."""
+    from appliance import log_outputs
+
+    formatter = JSONFormatter() if config.format == "json" else TextFormatter()
+    handlers = log_outputs.make_handlers(config, formatter)
+    for handler in log.handlers:
+        handler.close()
+    for handler in handlers:
+        handler.addFilter(ClassFilter())
+    log.handlers[:] = handlers
+    configure(config)
     log.propagate = False
 
 
+def reopen() -> None:
+    """SIGUSR1: reopen the log file (after logrotate's copy or move)."""
+    for handler in log.handlers:
+        if hasattr(handler, "reopen"):
+            handler.reopen()
+
+
+def _log(name: str, level: int, fields: dict[str, Any]) -> None:
+    for observer in _observers:
+        observer(name, fields)
+    cls = event_class(name)
+    if level >= _thresholds[cls] and log.isEnabledFor(level):
+        log.log(level, name, extra={"fields": fields, "event_class": cls})
+
+
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
-    if log.isEnabledFor(level):
-        log.log(level, name, extra={"fields": fields})
+    _log(name, level, fields)
 
 
 class SessionLog:
@@ -80,13 +182,14 @@ class SessionLog:
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
+        #: is the command transcript on? (asked once: it is checked at every line)
+        self.transcript = enabled("command", logging.INFO)
         #: refusals per (command, code, enhanced code): past LOGGED_REPEATS the
         #: same refusal is only counted, and summed up at disconnect
         self._refusals: dict[tuple[str, int, str], list] = {}
 
     def event(self, name: str, level: int = logging.INFO, **fields: Any) -> None:
-        if log.isEnabledFor(level):
-            log.log(level, name, extra={"fields": {"session": self.session_id, **fields}})
+        _log(name, level, {"session": self.session_id, **fields})
 
     def exception(self, name: str, **fields: Any) -> None:
         log.error(name, exc_info=True, extra={"fields": {"session": self.session_id, **fields}})

@@ -29,7 +29,14 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn
 
 from appliance.config.schema import Check
-from appliance.config.units import DURATION_EXPECTED, SIZE_EXPECTED, Duration, FilePath, Size
+from appliance.config.units import (
+    DURATION_EXPECTED,
+    SIZE_EXPECTED,
+    Duration,
+    FilePath,
+    LogOutputs,
+    Size,
+)
 
 Path = tuple[str | int, ...]
 
@@ -78,6 +85,7 @@ def describe(typ: Any) -> str:
         Size: SIZE_EXPECTED,
         Duration: DURATION_EXPECTED,
         FilePath: "a path",
+        LogOutputs: LogOutputs.EXPECTED,
     }.get(typ, getattr(typ, "__name__", repr(typ)))
 
 
@@ -103,6 +111,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(FilePath, exact(str, "a path", FilePath))
     conv.register_structure_hook(Size, _unit_hook(Size, (int, str)))
     conv.register_structure_hook(Duration, _unit_hook(Duration, (str,)))
+    conv.register_structure_hook(LogOutputs, _unit_hook(LogOutputs, (str, list)))
     conv.register_structure_hook_factory(lambda t: get_origin(t) is Literal, _literal_hook)
     conv.register_structure_hook_factory(
         lambda t: get_origin(t) in (list, tuple, set, frozenset, Sequence),

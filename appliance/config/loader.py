@@ -42,6 +42,7 @@ from appliance.config.schema import (
     Limits,
     Listener,
     Logging,
+    Metrics,
     PluginConfig,
     Queue,
     Server,
@@ -61,10 +62,11 @@ SECTIONS: dict[str, type] = {
     "auth": Auth,
     "queue": Queue,
     "logging": Logging,
+    "metrics": Metrics,
     "dns": Dns,
 }
 TOP_LEVEL_KEYS = (
-    "server", "listeners", "tls", "limits", "smtp", "auth", "queue", "logging", "dns",
+    "server", "listeners", "tls", "limits", "smtp", "auth", "queue", "logging", "metrics", "dns",
     "plugins")
 #: Global tables a listener may override key by key.
 LISTENER_OVERRIDES = ("limits", "smtp", "tls", "auth")
@@ -343,10 +345,10 @@ def _overlap(a: Any, b: Any) -> bool:
 
 
 def _check_logging(logging: Logging | None, problems: Problems) -> None:
-    if logging is not None and logging.destination == "file" and not logging.file:
+    if logging is not None and "file" in logging.destination and not logging.file:
         problems.add(
             ("logging", "file"),
-            'expected a log file path when destination = "file" (got nothing)',
+            'expected a log file path when destination includes "file" (got nothing)',
             blame=("logging", "destination"),
         )
 

@@ -65,7 +65,7 @@ def summary(config: AppConfig) -> str:
     where = {"file": f"file {log.file}", "syslog": f"syslog facility {log.syslog_facility}"}
     lines.append(
         f"logging: level {log.level}, format {log.format}, "
-        f"to {where.get(log.destination, log.destination)}"
+        f"to {', '.join(where.get(d, d) for d in log.destination)}"
     )
     if config.areas:
         lines.append(

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
-from appliance.config.units import Duration, FilePath, Size
+from appliance.config.units import Duration, FilePath, LogOutputs, Size
 
 __all__ = [
     "AppConfig",
@@ -30,7 +30,9 @@ __all__ = [
     "Dns",
     "Limits",
     "Listener",
+    "LogClasses",
     "Logging",
+    "Metrics",
     "PluginConfig",
     "Queue",
     "Server",
@@ -300,17 +302,65 @@ class Queue:
     timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("10m")
 
 
+def _is_syslog_address(value: str) -> bool:
+    kind, _, rest = value.partition(":")
+    if kind == "unix":
+        return rest.startswith("/")
+    host, _, port = rest.rpartition(":")
+    return kind == "inet" and bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+#: A class's threshold: "" follows ``[logging] level``; "off" logs none of it.
+ClassLevel = Literal["", "off", "debug", "info", "warning", "error"]
+
+
+@frozen(kw_only=True)
+class LogClasses:
+    """Per event class, the lowest level logged (docs/operations.md, "Event classes")."""
+
+    connection: ClassLevel = ""
+    tls: ClassLevel = ""
+    auth: ClassLevel = ""
+    #: every command and reply of a session, for debugging; AUTH data never
+    transcript: ClassLevel = "off"
+    verdict: ClassLevel = ""
+    queue: ClassLevel = ""
+    delivery: ClassLevel = ""
+    disconnect: ClassLevel = ""
+    server: ClassLevel = ""
+
+
 @frozen(kw_only=True)
 class Logging:
     """Where and how the appliance logs."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"
-    destination: Literal["stderr", "syslog", "file"] = "stderr"
+    destination: LogOutputs = LogOutputs("stderr")
     file: FilePath = FilePath("")
     syslog_facility: Annotated[
         str, Check(SYSLOG_FACILITIES.__contains__, 'a syslog facility such as "mail" or "local0"')
     ] = "mail"
+    #: "" is the local syslog daemon's /dev/log
+    syslog_address: Annotated[str, Check(_is_syslog_address,
+                                         '"unix:/path", "inet:host:port" or "" (/dev/log)')] = ""
+    journal_socket: FilePath = FilePath("/run/systemd/journal/socket")
+    classes: LogClasses = field(factory=LogClasses)
+
+
+def _is_listen_address(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return value == "" or (bool(sep) and port.isdigit() and 0 < int(port) < 65536
+                           and _is_ip(host.strip("[]")))
+
+
+@frozen(kw_only=True)
+class Metrics:
+    """The Prometheus endpoint; off unless ``listen`` is set."""
+
+    listen: Annotated[str, Check(_is_listen_address,
+                                 'an address and port such as "127.0.0.1:9465" or "[::1]:9465"'
+                                 ', or "" (off)')] = ""
 
 
 @frozen(kw_only=True)
@@ -339,6 +389,7 @@ class AppConfig:
     auth: Auth = field(factory=Auth)
     queue: Queue = field(factory=Queue)
     logging: Logging = field(factory=Logging)
+    metrics: Metrics = field(factory=Metrics)
     dns: Dns = field(factory=Dns)
     plugins: dict[str, PluginConfig] = field(factory=dict)
     #: Areas owned by plugins: area name -> the global ``Area`` instance ([access]).

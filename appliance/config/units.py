@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["Duration", "FilePath", "Size", "format_duration", "format_size"]
+__all__ = ["Duration", "FilePath", "LogOutputs", "Size", "format_duration", "format_size"]
 
 # Binary units are powers of 1024, decimal units powers of 1000 (IEC 80000-13);
 # the letters are matched case-insensitively, so "mib" == "MiB" and "kb" == "kB".
@@ -103,6 +103,25 @@ class FilePath(str):
     """
 
     __slots__ = ()
+
+
+class LogOutputs(tuple):
+    """Where log lines go: one output name or an array of them
+    (``"stderr"`` or ``["file", "journal"]``), each at most once."""
+
+    NAMES = ("stderr", "file", "syslog", "journal")
+    EXPECTED = ('"stderr", "file", "syslog" or "journal", or an array of them, '
+                "each at most once")
+
+    def __new__(cls, value: str | list | tuple) -> LogOutputs:
+        names = [value] if isinstance(value, str) else value
+        if (not isinstance(names, list | tuple) or not names
+                or any(n not in cls.NAMES for n in names) or len(set(names)) != len(names)):
+            raise ValueError(f"expected {cls.EXPECTED}")
+        return super().__new__(cls, names)
+
+    def __repr__(self) -> str:
+        return f"LogOutputs({list(self)!r})"
 
 
 def _parse_size(text: str) -> int:

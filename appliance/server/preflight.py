@@ -33,7 +33,7 @@ def problems(config: AppConfig) -> list[str]:
             found.append(f"{key}: {listener.address} is not an address of this machine "
                          f"(listener {name}: {refused})")
     log = config.logging
-    if log.destination == "file":
+    if "file" in log.destination:
         directory = os.path.dirname(os.path.abspath(log.file))
         if not os.path.isdir(directory):
             found.append(f"{_where(config, 'logging.file')}: directory {directory} "

@@ -32,7 +32,8 @@ class Worker(Protocol):
 
 def supervise(server: Worker, workers: int) -> int:
     """Fork ``workers`` workers that serve the sockets ``server`` has bound; respawn
-    one that dies; forward SIGTERM, SIGINT (as SIGTERM) and SIGHUP to them all."""
+    one that dies; forward SIGTERM, SIGINT (as SIGTERM), SIGHUP and SIGUSR1 (reopen
+    the log file) to them all."""
     server.share = workers
     children: dict[int, int] = {}
     handlers: list = []  # the supervisor's signal handlers, not a worker's
@@ -47,6 +48,7 @@ def supervise(server: Worker, workers: int) -> int:
                 handler.cancel()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
             try:
                 server.state.become_worker(index)
                 server.serve()
@@ -70,8 +72,10 @@ def supervise(server: Worker, workers: int) -> int:
                 pass
         if sig == signal.SIGHUP:
             server.reload(quiet=True)  # each worker logs its own reload
+        elif sig == signal.SIGUSR1:
+            logs.reopen()
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         handlers.append(gevent.signal_handler(sig, forward, sig))
 
     while children:

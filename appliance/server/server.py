@@ -179,6 +179,7 @@ class Server:
         gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(self.stop))
         gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(self.stop))
         gevent.signal_handler(signal.SIGHUP, lambda: gevent.spawn(self.reload))
+        gevent.signal_handler(signal.SIGUSR1, logs.reopen)
 
     def serve(self) -> None:
         self.start_listeners()
@@ -205,13 +206,7 @@ def raise_open_files_limit(max_sessions: int) -> None:
 
 def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     server = Server(config_dir, found)
-    log_config = server.runtime.config.logging
-    try:
-        logs.setup(log_config)
-    except OSError as exc:
-        what = (f"logging.file {log_config.file}" if log_config.destination == "file"
-                else f"logging.destination {log_config.destination}")
-        raise OSError(f"{what}: {exc}") from exc
+    logs.setup(server.runtime.config.logging)  # OSError names the output's key
     raise_open_files_limit(server.runtime.config.server.max_sessions)
     server.prepare_spool()
     server.bind_all()

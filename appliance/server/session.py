@@ -39,7 +39,7 @@ from appliance.protocol import (
     StartTLS,
     Vrfy,
 )
-from appliance.server import envelope, greeting, tls
+from appliance.server import envelope, greeting, tls, transcript
 from appliance.server.auth import Authenticator
 from appliance.server.data import DataPhase
 from appliance.server.errors import ErrorLimits
@@ -109,6 +109,8 @@ class Session:
 
     def send(self, reply: Reply) -> None:
         self._out.append(self.conn.send(reply))
+        if self.log.transcript:
+            self.log.event("response", **transcript.reply(reply))
         if reply.code >= 400:
             self._log_refusal(reply)
 
@@ -216,6 +218,8 @@ class Session:
                 continue
             self.waits.next_command()
             self._command, self.proposed = event, None
+            if self.log.transcript and (line := transcript.command(event)) is not None:
+                self.log.event("command", line=line)
             if not self._waits_for_tls(event):
                 _HANDLERS[type(event)](self, event)
             if self.conn.closed:  # we answered 421 (or 221): nothing more to read

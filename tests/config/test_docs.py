@@ -27,6 +27,8 @@ from appliance.config import (
     State,
     Tls,
 )
+from appliance.config.schema import Metrics
+from appliance.config.units import LogOutputs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -39,6 +41,7 @@ TABLES = {
     "[smtp]": Smtp,
     "[queue]": Queue,
     "[logging]": Logging,
+    "[metrics]": Metrics,
     "[dns]": Dns,
     "[plugins.NAME]": PluginConfig,
 }
@@ -85,6 +88,6 @@ def test_documented_defaults_match_the_schema() -> None:
                 assert documented == "not set", f"{table} {field.name}"
                 continue
             value = tomli.loads(f"v = {documented.strip('`')}")["v"]
-            if isinstance(field.default, Size | Duration):
+            if isinstance(field.default, Size | Duration | LogOutputs):
                 value = type(field.default)(value)
             assert value == field.default, f"{table} {field.name}: {documented}"

@@ -93,10 +93,16 @@ def test_defaults_are_the_documented_ones(conf) -> None:
     assert attrs.asdict(config.logging) == {
         "level": "info",
         "format": "text",
-        "destination": "stderr",
+        "destination": ("stderr",),
         "file": "",
         "syslog_facility": "mail",
+        "syslog_address": "",
+        "journal_socket": "/run/systemd/journal/socket",
+        "classes": {"connection": "", "tls": "", "auth": "", "transcript": "off",
+                    "verdict": "", "queue": "", "delivery": "", "disconnect": "",
+                    "server": ""},
     }
+    assert config.metrics.listen == ""
     assert config.plugins == {}
 
 
@@ -408,7 +414,7 @@ def test_log_file_is_required_for_file_destination(conf) -> None:
     conf.write("00-log.toml", '[logging]\ndestination = "file"\n')
     assert errors_of(conf) == [
         f"{conf.file('00-log.toml')}: logging.file: expected a log file path when "
-        'destination = "file" (got nothing)'
+        'destination includes "file" (got nothing)'
     ]
 
 
@@ -444,7 +450,7 @@ def test_unknown_top_level_table(conf) -> None:
     conf.write("30-access.toml", "[access]\nallow = []\n")
     assert errors_of(conf) == [
         f"{conf.file('30-access.toml')}: access: unknown key 'access' (expected one of: "
-        "auth, dns, limits, listeners, logging, plugins, queue, server, smtp, tls)"
+        "auth, dns, limits, listeners, logging, metrics, plugins, queue, server, smtp, tls)"
     ]
 
 
