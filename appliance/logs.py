@@ -184,6 +184,7 @@ class SessionLog:
         self.session_id = session_id
         #: is the command transcript on? (asked once: it is checked at every line)
         self.transcript = enabled("command", logging.INFO)
+        self.listener = ""
         #: refusals per (command, code, enhanced code): past LOGGED_REPEATS the
         #: same refusal is only counted, and summed up at disconnect
         self._refusals: dict[tuple[str, int, str], list] = {}
@@ -195,13 +196,15 @@ class SessionLog:
         log.error(name, exc_info=True, extra={"fields": {"session": self.session_id, **fields}})
 
     def connect(self, ctx: Any) -> None:
+        self.listener = ctx.listener
         self.event("connect", listener=ctx.listener, client=f"[{ctx.remote_ip}]:{ctx.remote_port}",
                    server=f"[{ctx.local_ip}]:{ctx.local_port}")
 
     def reply(self, reply: Any, ctx: Any, tx: Any, command: str, rcpt_to: list[str],
-              size: int) -> None:
-        """A refusal (4xx/5xx): what was refused, and of whom; the same refusal
-        repeated in a session is logged LOGGED_REPEATS times, then counted."""
+              size: int, by: str = "") -> None:
+        """A refusal (4xx/5xx): what was refused, of whom, and by which plugin
+        (``by``; "" for the server's own); the same refusal repeated in a session
+        is logged LOGGED_REPEATS times, then counted."""
         seen = self._refusals.setdefault((command, reply.code, reply.enhanced or ""),
                                          [0, " ".join(reply.text)])
         seen[0] += 1
@@ -209,11 +212,17 @@ class SessionLog:
             return
         self.event("reply", code=reply.code, enhanced=reply.enhanced or "",
                    text=" ".join(reply.text), command=command,
-                   **envelope(ctx, tx, rcpt_to, size))
+                   **envelope(ctx, tx, rcpt_to, size), by=by)
 
-    def queued(self, ctx: Any, tx: Any, queue_id: str, plugin: str) -> None:
+    def queued(self, ctx: Any, tx: Any, queue_id: str, plugin: str,
+               seconds: float | None = None) -> None:
+        """A message stored; ``seconds``: how long the queue plugin took to store it."""
         fields = envelope(ctx, tx, [r.address for r in tx.recipients], tx.size)
         fields["queue_id"] = queue_id
+        if seconds is not None:
+            fields["seconds"] = round(seconds, 6)
+        if tx.checks:
+            fields["checks"] = checks_of(tx.checks)
         self.event("queued", **fields, rcpts=len(tx.recipients), by=plugin)
 
     def disconnect(self, ctx: Any) -> None:
@@ -221,9 +230,16 @@ class SessionLog:
             if count > LOGGED_REPEATS:
                 self.event("replies_not_logged", command=command, code=code,
                            enhanced=enhanced, text=text, count=count - LOGGED_REPEATS)
+        more = {"checks": checks_of(ctx.checks)} if ctx.checks else {}
         self.event("disconnect", messages=ctx.message_count, bytes=ctx.total_size,
                    bad_commands=ctx.bad_commands, bad_recipients=ctx.bad_recipients,
-                   seconds=round(time.time() - ctx.connected_at, 3))
+                   seconds=round(time.time() - ctx.connected_at, 3),
+                   listener=self.listener, **more)
+
+
+def checks_of(checks: Any) -> str:
+    """``check:result,…``: what the checks of a session or message found."""
+    return ",".join(f"{name}:{checks.value(name)}" for name in checks)
 
 
 def envelope(ctx: Any, tx: Any, rcpt_to: list[str], size: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -30,22 +29,19 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def open_store(config: Any) -> Any:
     """The configured store, without any fallback: failures raise StoreUnavailable."""
     from appliance.state import control_path, open_counters
-    from appliance.state.control import ControlClient
+    from appliance.state.control import connect
 
     settings = config.server.state
     if settings.backend == "redis":
         return open_counters(settings, None)
     path = control_path(config.queue.directory)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(path))
+        return connect(path)
     except OSError as exc:
-        sock.close()
         raise StoreUnavailable(
             f'the bans of [server.state] backend = "local" live in the running server, '
             f"which answers on {path}; it cannot be reached ({exc.strerror or exc}): "
             f"is the server running with this configuration?") from None
-    return ControlClient(sock)
 
 
 def run(args: argparse.Namespace, load: Callable[[], Any]) -> int:

@@ -5,6 +5,7 @@ as it streams in, the header-stage and message hooks, Authentication-Results
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol
 
 from appliance import logs
@@ -139,6 +140,7 @@ class DataPhase:
             self._count_message(tx)
             self._finish(Reply(250, "2.0.0", f"Ok: queued as {tx.queue_id}"))
             return
+        started = time.monotonic()
         try:
             queue_id, plugin = session.runtime.queue(ctx, tx, message)
         except OSError as exc:
@@ -155,7 +157,7 @@ class DataPhase:
             self._finish(QUEUE_FAILED)
             return
         self._count_message(tx)
-        session.log.queued(ctx, tx, queue_id, plugin)
+        session.log.queued(ctx, tx, queue_id, plugin, time.monotonic() - started)
         self._finish(Reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
 
     def _storage_failed(self, exc: OSError) -> None:

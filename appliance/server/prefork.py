@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Protocol
+from typing import Any, Protocol
 
 import gevent
 from gevent.event import Event
@@ -25,9 +25,12 @@ class Worker(Protocol):
 
     share: int
     state: StateKeeper
+    workers: dict[int, int]
+    operations: Any
 
     def serve(self) -> None: ...
-    def reload(self, quiet: bool = False) -> None: ...
+    def reload(self, quiet: bool = False) -> str: ...
+    def become_worker(self, index: int) -> None: ...
 
 
 def supervise(server: Worker, workers: int) -> int:
@@ -35,7 +38,7 @@ def supervise(server: Worker, workers: int) -> int:
     one that dies; forward SIGTERM, SIGINT (as SIGTERM), SIGHUP and SIGUSR1 (reopen
     the log file) to them all."""
     server.share = workers
-    children: dict[int, int] = {}
+    children = server.workers  # pid -> index; the control socket's status reads it
     handlers: list = []  # the supervisor's signal handlers, not a worker's
     # The counters table is shared memory: made now, every worker counts in it.
     server.state.prefork(workers)
@@ -50,7 +53,7 @@ def supervise(server: Worker, workers: int) -> int:
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             signal.signal(signal.SIGUSR1, signal.SIG_DFL)
             try:
-                server.state.become_worker(index)
+                server.become_worker(index)
                 server.serve()
             finally:
                 os._exit(0)
@@ -90,6 +93,7 @@ def supervise(server: Worker, workers: int) -> int:
         if index is not None and not stopping.is_set():
             logs.event("worker_died", level=40, pid=pid, status=status)
             server.state.worker_gone(index)
+            server.operations.metrics.worker_gone(pid)
             spawn(index)
     sys.stdout.flush()
     return 0

@@ -18,12 +18,13 @@ import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
 
-from appliance import logs
+from appliance import logs, metrics
 from appliance.config import ConfigError
 from appliance.dns import ResolverKeeper
 from appliance.hooks.host import Discovered
 from appliance.protocol import Reply
 from appliance.server import prefork
+from appliance.server.operations import Operations
 from appliance.server.replies import Shutdown
 from appliance.server.runtime import Runtime, build_runtime
 from appliance.server.session import Session
@@ -60,6 +61,9 @@ class Server:
         self.share = 1  # how many workers share the session limit
         self.stress = Stress(self.sessions.values)
         self.stopped = Event()
+        #: the pre-forked workers: pid -> index (none when this process serves)
+        self.workers: dict[int, int] = {}
+        self.operations: Operations | None = None  # the metrics endpoint, stats, reload
 
     # --- start ------------------------------------------------------------------------
 
@@ -133,15 +137,17 @@ class Server:
 
     # --- signals -------------------------------------------------------------------------
 
-    def reload(self, quiet: bool = False) -> None:
+    def reload(self, quiet: bool = False) -> str:
         """A new runtime from the config dir for new sessions; ``quiet``: no log
-        lines (the pre-fork supervisor, whose workers log their own)."""
+        lines (the pre-fork supervisor, whose workers log their own). Returns why
+        the new configuration was refused, or "" if it is in force."""
         try:
             new = build_runtime(self.config_dir, self.found, self.state, self.dns)
         except (ConfigError, OSError, ValueError) as exc:
+            error = str(exc).replace("\n", "; ")
             if not quiet:
-                logs.event("reload_refused", level=40, error=str(exc).replace("\n", "; "))
-            return
+                logs.event("reload_refused", level=40, error=error)
+            return error
         moved = [n for n, lr in new.listeners.items()
                  if n not in self.runtime.listeners
                  or (lr.config.address, lr.config.port)
@@ -154,6 +160,13 @@ class Server:
         self.runtime = new
         if not quiet:
             logs.event("reloaded", config_dir=str(self.config_dir))
+        return ""
+
+    def become_worker(self, index: int) -> None:
+        """In a freshly forked worker: the supervisor's sockets are not its to serve."""
+        self.state.become_worker(index)
+        if self.operations is not None:
+            self.operations.become_worker()
 
     def stop(self) -> None:
         """Stop accepting; 421 to idle sessions; let sessions in DATA finish within
@@ -210,13 +223,20 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     raise_open_files_limit(server.runtime.config.server.max_sessions)
     server.prepare_spool()
     server.bind_all()
-    # `smtp-appliance bans` reaches the local counters table through this socket.
-    server.state.open_control(control_path(server.runtime.config.queue.directory))
-    workers = server.runtime.config.server.workers or os.cpu_count() or 1
+    measured = metrics.start()
+    server.operations = operations = Operations(server, measured)
     try:
+        if server.runtime.config.metrics.listen:
+            operations.start_http(server.runtime.config.metrics.listen)
+        # `smtp-appliance bans`, `stats`, `status` and `reload` reach the server here.
+        server.state.open_control(control_path(server.runtime.config.queue.directory),
+                                  operations.handlers())
+        workers = server.runtime.config.server.workers or os.cpu_count() or 1
         if workers == 1:
             server.serve()
             return 0
         return prefork.supervise(server, workers)
     finally:
         server.state.close_control()
+        operations.close()
+        metrics.stop(measured)

@@ -102,6 +102,7 @@ class Session:
         self.errors = ErrorLimits(self)
         self.log = logs.SessionLog(self.ctx.session_id)
         self._command: object = None  # the event being answered
+        self._trace_mark = 0  # the decision trace's length when it came
         self.proposed: Transaction | None = None  # a MAIL FROM being decided on
         self.overshoot = 0  # RCPTs over max_recipients, see [limits] recipient_overshoot
 
@@ -124,7 +125,19 @@ class Session:
             rcpt_to = [r.address for r in tx.recipients] if tx is not None else []
         reader = self.data.reader
         size = tx.size if tx is not None and tx.size else reader.received if reader else 0
-        self.log.reply(reply, self.ctx, tx, _verb(event, self.data.verb), rcpt_to, size)
+        self.log.reply(reply, self.ctx, tx, _verb(event, self.data.verb), rcpt_to, size,
+                       self._decided_by())
+
+    def _decided_by(self) -> str:
+        """The plugin whose verdict this command's refusal is: the last entry of the
+        decision trace if this command added it and it refused; else "" (the
+        server's own refusal: syntax, limits, TLS required ...)."""
+        trace = self.ctx.trace
+        if len(trace) > self._trace_mark:
+            last = trace[-1]
+            if last.action in ("reject", "tmpreject", "abort") and last.mode == "enforce":
+                return last.plugin
+        return ""
 
     def flush(self) -> None:
         if self._out:
@@ -218,6 +231,7 @@ class Session:
                 continue
             self.waits.next_command()
             self._command, self.proposed = event, None
+            self._trace_mark = len(self.ctx.trace)
             if self.log.transcript and (line := transcript.command(event)) is not None:
                 self.log.event("command", line=line)
             if not self._waits_for_tls(event):

@@ -122,9 +122,10 @@ class StateKeeper:
         """In the supervisor: worker ``index`` exited, its sessions with it."""
         self.local.target.drop_owner(index)
 
-    def open_control(self, path: Path) -> None:
-        """Answer the admin's ``bans`` commands on a unix socket (mode 0600) in the
-        process that made the table (the supervisor, or the only process)."""
+    def open_control(self, path: Path, operations: dict[str, Any] | None = None) -> None:
+        """Answer the admin's ``bans`` commands, and the server's ``operations``
+        (stats, status, reload), on a unix socket (mode 0600) in the process that
+        made the table (the supervisor, or the only process)."""
         from gevent.server import StreamServer
 
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -136,10 +137,12 @@ class StateKeeper:
             listener.listen(16)
         except OSError as exc:  # e.g. a path longer than a unix socket allows
             listener.close()
-            logs.event("bans_control_unavailable", level=logging.WARNING, path=str(path),
-                       error=str(exc), note="smtp-appliance bans cannot reach this server")
+            logs.event("control_unavailable", level=logging.WARNING, path=str(path),
+                       error=str(exc), note="smtp-appliance bans, stats, status and reload "
+                       "cannot reach this server")
             return
-        self._control = StreamServer(listener, handle=ControlService(self.local).serve)
+        self._control = StreamServer(listener,
+                                     handle=ControlService(self.local, operations).serve)
         self._control.start()
         self._control_path = path
 

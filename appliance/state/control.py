@@ -1,9 +1,11 @@
-"""The admin's ``smtp-appliance bans`` reaches the running server's local table.
+"""The running server's control socket: ``smtp-appliance bans``, ``stats``,
+``status`` and ``reload`` reach the server there.
 
 The bans of the ``local`` backend live in the server's shared memory, which only
 the server's processes map. So the process that made the table (the only one, or
 the supervisor) answers a unix socket ``state.sock`` (mode 0600) in the spool
-directory, and the command asks it there.
+directory, and the commands ask it there. Besides the ban operations it answers the
+operations the server hands it (``appliance/server/operations.py``).
 
 Each request and response is a 4-byte big-endian length and a JSON array:
 ``[op, *args]`` -> ``["ok", result]`` or ``["error", text]``.
@@ -15,12 +17,14 @@ import json
 import logging
 import socket
 import struct
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from appliance import logs
 from appliance.state.counters import StoreUnavailable
 
-__all__ = ["BAN_OPERATIONS", "ControlClient", "ControlService"]
+__all__ = ["BAN_OPERATIONS", "ControlClient", "ControlService", "connect"]
 
 _HEADER = struct.Struct(">I")
 _MAX_FRAME = 16 * 1024 * 1024
@@ -57,10 +61,14 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
 
 
 class ControlService:
-    """The server's side: answers the ban operations against one table."""
+    """The server's side: answers the ban operations against one table, and the
+    server's own ``operations`` (name -> function of the request's arguments; a
+    ValueError is the refusal's text)."""
 
-    def __init__(self, table: Any) -> None:
+    def __init__(self, table: Any,
+                 operations: Mapping[str, Callable[..., Any]] | None = None) -> None:
         self.table = table
+        self.operations = dict(operations or {})
 
     def serve(self, sock: socket.socket, _address: Any = None) -> None:
         """Answer ``sock`` until it closes."""
@@ -75,6 +83,8 @@ class ControlService:
     def answer(self, request: Any) -> list[Any]:
         try:
             op, *args = request
+            if op in self.operations:
+                return ["ok", self.operations[op](*args)]
             if op not in BAN_OPERATIONS:
                 return ["error", f"unknown operation {op!r}"]
             result = getattr(self.table, op)(*args)
@@ -92,7 +102,8 @@ class ControlClient:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
 
-    def _call(self, op: str, *args: Any) -> Any:
+    def call(self, op: str, *args: Any) -> Any:
+        """Ask the server; its refusal raises ValueError with the server's text."""
         try:
             _send(self.sock, [op, *args])
             response = _receive(self.sock)
@@ -106,10 +117,21 @@ class ControlClient:
         return result
 
     def banned(self, key: str) -> float:
-        return float(self._call("banned", key))
+        return float(self.call("banned", key))
 
     def bans(self) -> dict[str, tuple[float, str]]:
-        return {k: (float(v[0]), v[1]) for k, v in self._call("bans").items()}
+        return {k: (float(v[0]), v[1]) for k, v in self.call("bans").items()}
 
     def unban(self, key: str) -> bool:
-        return bool(self._call("unban", key))
+        return bool(self.call("unban", key))
+
+
+def connect(path: Path) -> ControlClient:
+    """A client of the server answering on ``path``; OSError if none does."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        raise
+    return ControlClient(sock)
