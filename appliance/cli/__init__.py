@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from appliance.cli import bans as cli_bans
+from appliance.cli import report as cli_report
+from appliance.cli import stats as cli_stats
 from appliance.cli import users as cli_users
 from appliance.config import ConfigError, check_config, describe_listener, load_config
 from appliance.hooks.host import PluginHost, discover, loader_inputs
@@ -45,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         qs.add_parser(name).add_argument("queue_id")
     us = cli_users.add_parser(sub)
     bs = cli_bans.add_parser(sub)
+    cli_stats.add_parsers(sub)
+    cli_report.add_parser(sub)
     _also_after((*sub.choices.values(), *qs.choices.values(), *us.choices.values(),
                  *bs.choices.values()), "--config-dir", "config_dir_sub", CONFIG_DIR_HELP)
     _also_after(qs.choices.values(), "--spool", "spool_sub", SPOOL_HELP)
@@ -93,14 +97,19 @@ def _run(args: argparse.Namespace) -> int:
         return _plugins(config_dir, found)
     if args.command == "users":
         return cli_users.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
-    if args.command == "bans":
-        return _bans(config_dir, found, args)
+    if args.command in _WITH_CONFIG:
+        return _with_config(_WITH_CONFIG[args.command], config_dir, found, args)
     return _queue(config_dir, found, args)
 
 
-def _bans(config_dir: str, found, args) -> int:
+#: commands whose ``run(args, load)`` loads the configuration only when needed
+_WITH_CONFIG = {"bans": cli_bans.run, "stats": cli_stats.run, "status": cli_stats.run,
+                "reload": cli_stats.run, "report": cli_report.run}
+
+
+def _with_config(run, config_dir: str, found, args) -> int:
     try:
-        return cli_bans.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
+        return run(args, lambda: load_config(config_dir, **loader_inputs(found)))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
