@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -212,12 +211,30 @@ class QueueCollector:
                                 value=time.time() - oldest if oldest is not None else 0)
 
 
-def start() -> Metrics:
-    """This run's metrics, counted from now on in a fresh directory of their own
-    (removed by :func:`stop`), so no earlier run's files are summed in."""
-    metrics = Metrics(tempfile.mkdtemp(prefix="smtp-appliance-metrics-"))
+def start(spool: Path) -> Metrics:
+    """This run's metrics, counted from now on in a fresh directory of their own,
+    ``metrics.PID`` in the spool directory (removed by :func:`stop`), so no earlier
+    run's files are summed in. Those of a run that was killed are removed here."""
+    for old in spool.glob("metrics.*"):
+        pid = old.name.removeprefix("metrics.")
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    directory = spool / f"metrics.{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(mode=0o700)
+    metrics = Metrics(str(directory))
     logs.observe(metrics.observe)
     return metrics
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def stop(metrics: Metrics) -> None:

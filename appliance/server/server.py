@@ -223,7 +223,7 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     raise_open_files_limit(server.runtime.config.server.max_sessions)
     server.prepare_spool()
     server.bind_all()
-    measured = metrics.start()
+    measured = metrics.start(Path(server.runtime.config.queue.directory))
     server.operations = operations = Operations(server, measured)
     try:
         if server.runtime.config.metrics.listen:
