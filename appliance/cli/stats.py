@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 P = "smtp_appliance_"
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace, load: Callable[[], Any]) -> int:
     from appliance.state.control import connect
     from appliance.state.counters import StoreUnavailable
 
-    path = control_path(load().queue.directory)
+    path = control_path(_spool_directory(args, load))
     try:
         client = connect(path)
     except OSError as exc:
@@ -58,6 +60,24 @@ def run(args: argparse.Namespace, load: Callable[[], Any]) -> int:
     except StoreUnavailable as exc:
         print(f"smtp-appliance: {exc}", file=sys.stderr)
         return 1
+
+
+def _spool_directory(args: argparse.Namespace, load: Callable[[], Any]) -> str:
+    """``[queue] directory``, where the control socket is. A configuration that
+    does not validate (the one a ``reload`` is about to be refused for) may still
+    name it: the running server is asked all the same, with the key as written."""
+    from appliance.config import ConfigError, Queue
+    from appliance.config.loader import config_files, read_and_merge
+
+    try:
+        return load().queue.directory
+    except ConfigError:
+        files = config_files(Path(args.config_dir_sub or args.config_dir))
+        queue = read_and_merge(files).data.get("queue", {})
+        directory = queue.get("directory", Queue().directory)
+        if not isinstance(directory, str) or not os.path.isabs(directory):
+            raise
+        return directory
 
 
 def _status(status: dict[str, Any], as_json: bool) -> int:
