@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 
 from appliance.config.schema import AppConfig
 from appliance.server.tls import TLSFileError, make_ssl_context
@@ -41,7 +42,22 @@ def problems(config: AppConfig) -> list[str]:
         elif not os.access(directory, os.W_OK | os.X_OK):
             found.append(f"{_where(config, 'logging.file')}: directory {directory} "
                          "is not writable")
+    for output, path in (("syslog", log.syslog_address or "unix:/dev/log"),
+                         ("journal", f"unix:{log.journal_socket}")):
+        kind, _, where = path.partition(":")
+        if output in log.destination and kind == "unix" and not _is_socket(where):
+            key = "logging.syslog_address" if output == "syslog" else "logging.journal_socket"
+            found.append(f"{_where(config, key, 'logging.destination')}: {where} is not a "
+                         f"socket: is the {'syslog daemon' if output == 'syslog' else 'journal'}"
+                         " running?")
     return found
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _unbindable(address: str) -> str:

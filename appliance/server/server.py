@@ -158,6 +158,7 @@ class Server:
                        note="new or moved listeners take effect after a restart")
         new.spool.prepare()
         self.runtime = new
+        logs.configure(new.config.logging)  # the classes' levels; outputs at a restart
         if not quiet:
             logs.event("reloaded", config_dir=str(self.config_dir))
         return ""

@@ -126,6 +126,12 @@ def test_each_class_has_its_own_threshold(make_appliance, tmp_path):
     events = [TEXT_LINE.fullmatch(line).group(2) for line in log_file.read_text().splitlines()]
     assert "connect" not in events and "reply" not in events and "mail" not in events
     assert "queued" in events and "disconnect" in events and "listening" in events
+    # a reload brings the classes' new levels
+    (app.config_dir / "60-classes.toml").write_text('[logging.classes]\nconnection = ""\n')
+    assert app.cli("reload").returncode == 0
+    session, _ = send_one(app)
+    wait_for(lambda: f"disconnect session={session}" in log_file.read_text())
+    assert f"connect session={session}" in log_file.read_text()
 
 
 def _log_files_open(pid: int) -> set[str]:
@@ -174,3 +180,21 @@ def test_sigusr1_reopens_the_file_in_every_process(make_appliance, tmp_path):
         ["connect", "queued", "disconnect"]
     old = (tmp_path / "mail.log.1").read_text()
     assert not any(s in old for s in sessions)
+
+
+def test_no_journal_or_syslog_daemon_at_the_socket(make_appliance, tmp_path):
+    """check-config says so, naming the key; serve refuses to start, naming it too."""
+    app = make_appliance(f"""
+        [logging]
+        destination = ["stderr", "journal", "syslog"]
+        journal_socket = "{tmp_path / 'nojournal.sock'}"
+        syslog_address = "unix:{tmp_path / 'nosyslog.sock'}"
+        """, start=False)
+    check = app.cli("check-config")
+    assert check.returncode == 1
+    assert (f"50-extra.toml: logging.journal_socket: {tmp_path / 'nojournal.sock'} is not a "
+            "socket: is the journal running?") in check.stdout
+    assert f"logging.syslog_address: {tmp_path / 'nosyslog.sock'} is not a socket" in check.stdout
+    app.start(wait=False)
+    assert app.proc.wait(20) == 1
+    assert f"logging.journal_socket {tmp_path / 'nojournal.sock'}: " in app.log()
