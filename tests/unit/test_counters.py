@@ -270,7 +270,24 @@ def test_the_admins_command_reads_and_lifts_bans_through_the_control_socket():
     assert client.unban("ip:192.0.2.7") is True
     assert table.banned("ip:192.0.2.7") == 0.0
     with pytest.raises(ValueError):
-        client._call("hit", "k", 60)  # the command may not count
+        client.call("hit", "k", 60)  # the command may not count
+    command_end.close()
+    glet.join(5)
+
+
+def test_the_control_socket_answers_the_servers_own_operations():
+    def reload():
+        raise ValueError("reload refused: 70-broken.toml: limits.max_recipients")
+
+    service_end, command_end = gevent.socket.socketpair()
+    service = ControlService(LocalCounters(LocalTable()),
+                             {"status": lambda: {"pid": 7}, "reload": reload})
+    glet = gevent.spawn(service.serve, service_end)
+    client = ControlClient(command_end)
+    assert client.call("status") == {"pid": 7}
+    with pytest.raises(ValueError, match="70-broken.toml: limits.max_recipients"):
+        client.call("reload")
+    assert client.bans() == {}  # the ban operations still answered
     command_end.close()
     glet.join(5)
 
