@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -211,15 +212,32 @@ class QueueCollector:
                                 value=time.time() - oldest if oldest is not None else 0)
 
 
-def start(spool: Path) -> Metrics:
+#: the per-run directories' names: this prefix and the pid of the server
+RUN_PREFIX = "smtp-appliance-metrics-"
+
+
+def run_base() -> Path:
+    """Where the per-run directory goes: systemd's RuntimeDirectory= if set, else
+    /dev/shm, else the temporary directory. A memory file system, never the spool:
+    a page of a memory-mapped file written on a full file system kills the process
+    (SIGBUS), and a full spool must give 452, not a dead worker."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if runtime:
+        return Path(runtime)
+    return Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
+
+
+def start(base: Path | None = None) -> Metrics:
     """This run's metrics, counted from now on in a fresh directory of their own,
-    ``metrics.PID`` in the spool directory (removed by :func:`stop`), so no earlier
-    run's files are summed in. Those of a run that was killed are removed here."""
-    for old in spool.glob("metrics.*"):
-        pid = old.name.removeprefix("metrics.")
+    ``smtp-appliance-metrics-PID`` in ``base`` (:func:`run_base`; removed by
+    :func:`stop`), so no earlier run's files are summed in. Those of a run that was
+    killed are removed here."""
+    base = base or run_base()
+    for old in base.glob(RUN_PREFIX + "*"):
+        pid = old.name.removeprefix(RUN_PREFIX)
         if pid.isdigit() and not _running(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
-    directory = spool / f"metrics.{os.getpid()}"
+    directory = base / f"{RUN_PREFIX}{os.getpid()}"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(mode=0o700)
     metrics = Metrics(str(directory))

@@ -223,12 +223,14 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     logs.setup(server.runtime.config.logging)  # OSError names the output's key
     raise_open_files_limit(server.runtime.config.server.max_sessions)
     server.prepare_spool()
-    server.bind_all()
-    measured = metrics.start(Path(server.runtime.config.queue.directory))
+    # before the listeners are bound: once they are, clients (and a readiness
+    # probe) may come, and SIGTERM must find the server's handlers soon after
+    measured = metrics.start()
     server.operations = operations = Operations(server, measured)
     try:
         if server.runtime.config.metrics.listen:
             operations.start_http(server.runtime.config.metrics.listen)
+        server.bind_all()
         # `smtp-appliance bans`, `stats`, `status` and `reload` reach the server here.
         server.state.open_control(control_path(server.runtime.config.queue.directory),
                                   operations.handlers())

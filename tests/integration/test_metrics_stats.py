@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.metrics import RUN_PREFIX, run_base
 from tests.peers import free_port, wait_for
 
 from .test_receive import MSG
@@ -141,6 +142,11 @@ def test_status_and_reload_over_the_control_socket(served):
         assert list(c.sendmail("a@example.org", ["b@example.net", "c@example.net"], MSG)) == \
             ["c@example.net"]
     assert len(app.queued()) == 3
+    # the run's metrics directory is in memory, and gone once the server is
+    run_dir = run_base() / f"{RUN_PREFIX}{app.proc.pid}"
+    assert any(run_dir.glob("counter_*.db"))
+    assert app.stop() == 0
+    assert not run_dir.exists()
 
 
 def test_no_server_no_answer(make_appliance):
