@@ -51,7 +51,7 @@ def supervise(server: Worker, workers: int) -> int:
                 handler.cancel()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
-            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until serve() installs its own
             try:
                 server.become_worker(index)
                 server.serve()

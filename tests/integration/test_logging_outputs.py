@@ -105,7 +105,8 @@ def test_text_lines_in_a_file_that_may_be_rotated(make_appliance, tmp_path):
 
 
 # -- syslog ---------------------------------------------------------------------------------
-# The syslog destination is /dev/log, with no setting to point it elsewhere. The server
+# The default syslog address is /dev/log (test_logging_classes.py points
+# syslog_address at a socket of its own). Here the default itself is tested: the server
 # is run in a private mount namespace (unshare) whose /dev holds the usual devices and,
 # as /dev/log, a datagram socket of this test: the real server, the real handler.
 

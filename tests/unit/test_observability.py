@@ -11,6 +11,7 @@ import pytest
 
 from appliance import logs
 from appliance.config.schema import LogClasses, Logging
+from appliance.config.units import LogOutputs
 from appliance.log_outputs import JournalHandler, _field
 from appliance.metrics import Metrics, samples
 from appliance.protocol import Auth, AuthResponse, BadCommand, Helo, Mail, Reply
@@ -153,3 +154,29 @@ def test_metrics_from_events():
     assert value("delivery_delay_seconds_count") == 1
     assert value("queue_commit_seconds_count") == 1
     assert value("session_seconds_count") == 1
+
+
+def test_syslog_over_udp_to_inet_host_port():
+    """``syslog_address = "inet:127.0.0.1:PORT"``: one UDP datagram per line, to a
+    socket of this test standing in for a remote syslog daemon."""
+    import socket
+
+    from appliance.log_outputs import make_handlers
+
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(5)
+    try:
+        config = Logging(destination=LogOutputs("syslog"), syslog_facility="local1",
+                         syslog_address=f"inet:127.0.0.1:{receiver.getsockname()[1]}")
+        (handler,) = make_handlers(config, logs.TextFormatter())
+        record = logging.LogRecord("smtp_appliance", logging.ERROR, "", 0, "queue_failed", (),
+                                   None)
+        record.fields = {"queue_id": "Q1"}
+        handler.emit(record)
+        handler.close()
+        datagram = receiver.recv(65536)
+    finally:
+        receiver.close()
+    assert datagram.startswith(b"<%d>" % (17 * 8 + 3))  # local1, error
+    assert b" error queue_failed queue_id=Q1" in datagram
