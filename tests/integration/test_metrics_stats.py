@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import smtplib
+import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -110,6 +112,23 @@ def test_counts_add_up_across_workers_dead_and_alive(served):
     assert lines["connections mta accepted"] == str(int(probes) + 7)
     assert lines["refused CONNECT 554 5.7.1 access"] == "1"
     assert lines["queue messages"] == "5"
+    # --watch: the table again and again, with each line's rate since the last
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "stats", "--watch", "0.5",
+         "--config-dir", str(app.config_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in watch.stdout:
+            seen.append(line)
+            if (sum(s.startswith("-- uptime") for s in seen) == 2
+                    and line.startswith("messages accepted")):
+                break
+    finally:
+        watch.kill()
+        watch.wait()
+    second = seen[[i for i, s in enumerate(seen) if s.startswith("-- uptime")][1]:]
+    assert any(s.split()[:2] == ["messages", "accepted"] and s.rstrip().endswith("0.00/s")
+               for s in second), seen
 
 
 def test_status_and_reload_over_the_control_socket(served):
