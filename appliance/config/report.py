@@ -67,6 +67,8 @@ def summary(config: AppConfig) -> str:
         f"logging: level {log.level}, format {log.format}, "
         f"to {', '.join(where.get(d, d) for d in log.destination)}"
     )
+    listen = config.metrics.listen
+    lines.append(f"metrics: http://{listen}/metrics" if listen else "metrics: endpoint off")
     if config.areas:
         lines.append(
             f"areas owned by plugins: {', '.join(config.areas)} "

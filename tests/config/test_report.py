@@ -75,6 +75,7 @@ def test_check_config_success_summary(configured) -> None:
     spool = configured.root / "var" / "spool"
     assert f"spool directory: {spool} (fsync OFF: accepted mail may be lost)" in lines
     assert "logging: level debug, format json, to stderr" in lines
+    assert "metrics: endpoint off" in lines
     assert "server: hostname (machine FQDN), max_sessions 10000, workers 4" in lines
     # plugins in run order (priority, then name), each with enabled/priority/mode
     plugin_lines = lines[lines.index("plugins, in run order:") + 1 :]

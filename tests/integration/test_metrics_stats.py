@@ -132,7 +132,8 @@ def test_counts_add_up_across_workers_dead_and_alive(served):
 
 
 def test_status_and_reload_over_the_control_socket(served):
-    app, _ = served
+    app, port = served
+    assert f"metrics: http://127.0.0.1:{port}/metrics" in app.cli("check-config").stdout
     status = app.cli("status", "--json")
     assert status.returncode == 0, status.stderr
     got = json.loads(status.stdout)
