@@ -174,3 +174,19 @@ def test_no_server_no_answer(make_appliance):
     got = app.cli("stats")
     assert got.returncode == 1 and "cannot be reached" in got.stderr
     assert "state.sock" in got.stderr
+
+
+def test_a_metrics_port_already_taken_names_the_key(make_appliance):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        app = make_appliance(f'[metrics]\nlisten = "127.0.0.1:{port}"\n', start=False)
+        app.start(wait=False)
+        assert app.proc.wait(20) == 1
+    finally:
+        taken.close()
+    assert f"metrics.listen 127.0.0.1:{port}: Address already in use" in app.log()
