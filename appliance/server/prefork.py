@@ -17,6 +17,7 @@ import gevent
 from gevent.event import Event
 
 from appliance import logs
+from appliance.server import notify
 from appliance.state import StateKeeper
 
 
@@ -47,6 +48,7 @@ def supervise(server: Worker, workers: int) -> int:
                 handler.cancel()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            notify.forget()  # only the supervisor speaks to the service manager
             try:
                 server.state.become_worker(index)
                 server.serve()
@@ -63,6 +65,7 @@ def supervise(server: Worker, workers: int) -> int:
     def forward(sig: int) -> None:
         if sig in (signal.SIGTERM, signal.SIGINT):
             stopping.set()
+            notify.stopping()
         for pid in list(children):
             try:
                 os.kill(pid, signal.SIGTERM if sig == signal.SIGINT else sig)
@@ -73,6 +76,7 @@ def supervise(server: Worker, workers: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         handlers.append(gevent.signal_handler(sig, forward, sig))
+    notify.ready()  # the workers' sockets listen, and a SIGHUP is forwarded
 
     while children:
         try:

@@ -6,6 +6,7 @@ between them.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import resource
@@ -21,9 +22,9 @@ from gevent.server import StreamServer
 from appliance import logs
 from appliance.config import ConfigError
 from appliance.dns import ResolverKeeper
-from appliance.hooks.host import Discovered
+from appliance.hooks.host import Discovered, discover
 from appliance.protocol import Reply
-from appliance.server import prefork
+from appliance.server import notify, prefork, privileges
 from appliance.server.replies import Shutdown
 from appliance.server.runtime import Runtime, build_runtime
 from appliance.server.session import Session
@@ -135,9 +136,20 @@ class Server:
 
     def reload(self, quiet: bool = False) -> None:
         """A new runtime from the config dir for new sessions; ``quiet``: no log
-        lines (the pre-fork supervisor, whose workers log their own)."""
+        lines (the pre-fork supervisor, whose workers log their own). The service
+        manager hears RELOADING=1, then READY=1 whatever the outcome."""
+        notify.reloading()
         try:
-            new = build_runtime(self.config_dir, self.found, self.state, self.dns)
+            self._reload(quiet)
+        finally:
+            notify.ready()
+
+    def _reload(self, quiet: bool) -> None:
+        # Plugins pip-installed since the start are found (docs/plugins.md).
+        importlib.invalidate_caches()
+        found = discover()
+        try:
+            new = build_runtime(self.config_dir, found, self.state, self.dns)
         except (ConfigError, OSError, ValueError) as exc:
             if not quiet:
                 logs.event("reload_refused", level=40, error=str(exc).replace("\n", "; "))
@@ -152,12 +164,14 @@ class Server:
                        note="new or moved listeners take effect after a restart")
         new.spool.prepare()
         self.runtime = new
+        self.found = found
         if not quiet:
             logs.event("reloaded", config_dir=str(self.config_dir))
 
     def stop(self) -> None:
         """Stop accepting; 421 to idle sessions; let sessions in DATA finish within
         ``server.graceful_timeout``; then close the rest."""
+        notify.stopping()
         logs.event("stopping", sessions=len(self.sessions))
         for server in self.servers:
             server.close()
@@ -183,6 +197,7 @@ class Server:
     def serve(self) -> None:
         self.start_listeners()
         self.install_signals()
+        notify.ready()  # every listener is bound, and SIGHUP no longer kills us
         self.stopped.wait()
 
 
@@ -213,8 +228,11 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
                 else f"logging.destination {log_config.destination}")
         raise OSError(f"{what}: {exc}") from exc
     raise_open_files_limit(server.runtime.config.server.max_sessions)
-    server.prepare_spool()
     server.bind_all()
+    # Root binds ports below 1024; the spool, the control socket and every client
+    # then belong to server.user.
+    privileges.drop(server.runtime.config)
+    server.prepare_spool()
     # `smtp-appliance bans` reaches the local counters table through this socket.
     server.state.open_control(control_path(server.runtime.config.queue.directory))
     workers = server.runtime.config.server.workers or os.cpu_count() or 1
