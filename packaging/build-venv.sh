@@ -19,7 +19,7 @@ rm -rf "$target"
 pip="$target/bin/python -m pip --disable-pip-version-check --no-input"
 $pip install --quiet --no-compile "$source"
 # Third-party plugins installed later (smtp-appliance-pip) keep these versions.
-$pip freeze >"$target/constraints.txt"
+$pip freeze --exclude smtp-appliance >"$target/constraints.txt"
 # The environment knows the directory it was made in; it will live at PREFIX.
 grep -rlI --null -F "$target" "$target" | xargs -0 -r sed -i "s|$target|$prefix|g"
 # Where pip found each distribution (a path of this build machine) is not needed.
