@@ -122,21 +122,13 @@ def nobody_spool():
     shutil.rmtree(path)
 
 
-def uids(pid: int) -> tuple[int, ...]:
-    """Real, effective, saved and filesystem uid of a process (/proc/PID/status)."""
+def ids(pid: int, kind: str) -> tuple[int, ...]:
+    """Real, effective, saved and filesystem uid ("Uid") or gid ("Gid") of a process."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("Uid:"):
+            if line.startswith(f"{kind}:"):
                 return tuple(int(n) for n in line.split()[1:])
-    raise AssertionError(f"no Uid line for {pid}")
-
-
-def gids(pid: int) -> tuple[int, ...]:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("Gid:"):
-                return tuple(int(n) for n in line.split()[1:])
-    raise AssertionError(f"no Gid line for {pid}")
+    raise AssertionError(f"no {kind} line for {pid}")
 
 
 @root_only
@@ -149,8 +141,8 @@ def test_started_as_root_it_serves_as_server_user(make_appliance, nobody_spool, 
     if count > 1:
         procs |= wait_for(lambda: len(w := workers(app)) == count and w, "workers", 15)
     for pid in procs:  # supervisor and workers alike, for good (saved uid too)
-        assert uids(pid) == (nobody.pw_uid,) * 4, pid
-        assert gids(pid) == (nobody.pw_gid,) * 4, pid
+        assert ids(pid, "Uid") == (nobody.pw_uid,) * 4, pid
+        assert ids(pid, "Gid") == (nobody.pw_gid,) * 4, pid
     with smtplib.SMTP("127.0.0.1", app.port, timeout=10) as client:
         client.sendmail("a@example.org", ["b@example.net"], b"Subject: t\r\n\r\nhello\r\n")
     queued = [f for f in os.listdir(os.path.join(nobody_spool, "queue"))
@@ -164,7 +156,7 @@ def test_started_as_root_it_serves_as_server_user(make_appliance, nobody_spool, 
 @root_only
 def test_started_as_root_without_user_it_warns(make_appliance):
     app = make_appliance()
-    assert uids(app.proc.pid)[0] == 0
+    assert ids(app.proc.pid, "Uid")[0] == 0
     assert "running_as_root" in app.log()
 
 
