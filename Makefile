@@ -6,6 +6,7 @@
 #   make check-config  validate conf.d/ (from .venv-serve)
 #   make test          deps-system, the [test] extra and the fixture plugins, ruff + pytest
 #   make bench         benchmark against Postfix (bench/README.md); BENCH_ARGS="--quick ..."
+#   make package       the .deb, and the .rpm if rpmbuild is installed, in build/package
 #   make clean         remove var/ and bench/results/ (keeps .venv)
 
 SHELL := /bin/bash
@@ -28,10 +29,10 @@ BENCH_ARGS ?=
 # The tests wait on peers and sockets more than on the CPU: four workers on two cores.
 PYTEST_ARGS ?= -n 4
 
-.PHONY: help deps-system $(VENV) serve tls check-config test bench clean
+.PHONY: help deps-system $(VENV) serve tls check-config test bench package clean
 
 help:
-	@sed -n '3,9s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,10s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps-system:
 	@scripts/deps-system.sh  # the package list is in the script
@@ -74,6 +75,11 @@ test: deps-system $(TEST_STAMP)
 
 bench: deps-system $(VENV_STAMP)
 	$(VENV_PY) bench/run.py $(BENCH_ARGS)
+
+PACKAGE_DIR ?= build/package
+
+package:
+	packaging/build.sh $(PACKAGE_DIR)
 
 clean:
 	rm -rf var bench/results

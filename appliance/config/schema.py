@@ -181,6 +181,10 @@ class Server:
     graceful_timeout: Duration = Duration("30s")
     plugin_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("30s")
     state: State = field(factory=State)
+    # Started as root: the account the server becomes once its listeners are bound
+    # (appliance/server/privileges.py). "" = stay as started.
+    user: str = ""
+    group: str = ""
 
 
 @frozen(kw_only=True)

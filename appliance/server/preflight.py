@@ -3,7 +3,8 @@ a configuration it accepts does not stop ``serve`` at start-up: each enabled
 listener's certificates and keys load (the default pair and every SNI pair, with
 the code serve uses), its listen address is one of this machine's (bound on port 0,
 so a running server's ports are not touched), and the log file's directory exists
-and is writable. Each problem is one line naming the file that set the key."""
+and is writable; ``server.user`` and ``server.group`` exist. Each problem is one
+line naming the file that set the key."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import os
 import socket
 import stat
 
+from appliance.config import ConfigError
 from appliance.config.schema import AppConfig
+from appliance.server import privileges
 from appliance.server.tls import TLSFileError, make_ssl_context
 
 __all__ = ["problems"]
@@ -33,6 +36,10 @@ def problems(config: AppConfig) -> list[str]:
             key = _where(config, f"listeners.{name}.address")
             found.append(f"{key}: {listener.address} is not an address of this machine "
                          f"(listener {name}: {refused})")
+    try:
+        privileges.resolve(config)
+    except ConfigError as exc:
+        found.extend(exc.errors)
     log = config.logging
     if "file" in log.destination:
         directory = os.path.dirname(os.path.abspath(log.file))

@@ -17,6 +17,7 @@ import gevent
 from gevent.event import Event
 
 from appliance import logs
+from appliance.server import notify
 from appliance.state import StateKeeper
 
 
@@ -52,6 +53,7 @@ def supervise(server: Worker, workers: int) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGHUP, signal.SIG_DFL)
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until serve() installs its own
+            notify.forget()  # only the supervisor speaks to the service manager
             try:
                 server.become_worker(index)
                 server.serve()
@@ -68,6 +70,7 @@ def supervise(server: Worker, workers: int) -> int:
     def forward(sig: int) -> None:
         if sig in (signal.SIGTERM, signal.SIGINT):
             stopping.set()
+            notify.stopping()
         for pid in list(children):
             try:
                 os.kill(pid, signal.SIGTERM if sig == signal.SIGINT else sig)
@@ -80,6 +83,7 @@ def supervise(server: Worker, workers: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         handlers.append(gevent.signal_handler(sig, forward, sig))
+    notify.ready()  # the workers' sockets listen, and a SIGHUP is forwarded
 
     while children:
         try:

@@ -6,6 +6,7 @@ between them.
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
 import resource
@@ -21,9 +22,9 @@ from gevent.server import StreamServer
 from appliance import logs, metrics
 from appliance.config import ConfigError
 from appliance.dns import ResolverKeeper
-from appliance.hooks.host import Discovered
+from appliance.hooks.host import Discovered, discover
 from appliance.protocol import Reply
-from appliance.server import prefork
+from appliance.server import notify, prefork, privileges
 from appliance.server.operations import Operations
 from appliance.server.replies import Shutdown
 from appliance.server.runtime import Runtime, build_runtime
@@ -140,9 +141,20 @@ class Server:
     def reload(self, quiet: bool = False) -> str:
         """A new runtime from the config dir for new sessions; ``quiet``: no log
         lines (the pre-fork supervisor, whose workers log their own). Returns why
-        the new configuration was refused, or "" if it is in force."""
+        the new configuration was refused, or "" if it is in force. The service
+        manager hears RELOADING=1, then READY=1 whatever the outcome."""
+        notify.reloading()
         try:
-            new = build_runtime(self.config_dir, self.found, self.state, self.dns)
+            return self._reload(quiet)
+        finally:
+            notify.ready()
+
+    def _reload(self, quiet: bool) -> str:
+        # Plugins pip-installed since the start are found (docs/plugins.md).
+        importlib.invalidate_caches()
+        found = discover()
+        try:
+            new = build_runtime(self.config_dir, found, self.state, self.dns)
         except (ConfigError, OSError, ValueError) as exc:
             error = str(exc).replace("\n", "; ")
             if not quiet:
@@ -158,6 +170,7 @@ class Server:
                        note="new or moved listeners take effect after a restart")
         new.spool.prepare()
         self.runtime = new
+        self.found = found
         logs.configure(new.config.logging)  # the classes' levels; outputs at a restart
         if not quiet:
             logs.event("reloaded", config_dir=str(self.config_dir))
@@ -172,6 +185,7 @@ class Server:
     def stop(self) -> None:
         """Stop accepting; 421 to idle sessions; let sessions in DATA finish within
         ``server.graceful_timeout``; then close the rest."""
+        notify.stopping()
         logs.event("stopping", sessions=len(self.sessions))
         for server in self.servers:
             server.close()
@@ -198,6 +212,7 @@ class Server:
     def serve(self) -> None:
         self.start_listeners()
         self.install_signals()
+        notify.ready()  # every listener is bound, and SIGHUP no longer kills us
         self.stopped.wait()
 
 
@@ -222,7 +237,6 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     server = Server(config_dir, found)
     logs.setup(server.runtime.config.logging)  # OSError names the output's key
     raise_open_files_limit(server.runtime.config.server.max_sessions)
-    server.prepare_spool()
     # before the listeners are bound: once they are, clients (and a readiness
     # probe) may come, and SIGTERM must find the server's handlers soon after
     measured = metrics.start()
@@ -231,6 +245,10 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
         if server.runtime.config.metrics.listen:
             operations.start_http(server.runtime.config.metrics.listen)
         server.bind_all()
+        # Root binds ports below 1024; the spool, the control socket, the metrics
+        # and every client then belong to server.user.
+        privileges.drop(server.runtime.config, owned=[measured.directory])
+        server.prepare_spool()
         # `smtp-appliance bans`, `stats`, `status` and `reload` reach the server here.
         server.state.open_control(control_path(server.runtime.config.queue.directory),
                                   operations.handlers())

@@ -56,6 +56,8 @@ def test_defaults_are_the_documented_ones(conf) -> None:
             "retry_interval": 5.0,
             "max_keys": 100_000,
         },
+        "user": "",
+        "group": "",
     }
     assert attrs.asdict(config.limits) == {
         "max_message_size": 10 * 1024 * 1024,
