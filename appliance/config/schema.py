@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from attrs import field, frozen
 
 from appliance.config.units import Duration, FilePath, Size
+from appliance.netlist import ENTRY_EXPECTED, is_entry
 
 __all__ = [
     "AppConfig",
@@ -102,6 +103,8 @@ SYSLOG_FACILITIES = (
 ).split()
 
 TlsMode = Literal["none", "starttls", "implicit"]
+#: Network list entries (appliance/netlist.py): an address, a CIDR network, a range.
+NetworkEntry = Annotated[str, Check(is_entry, ENTRY_EXPECTED)]
 
 
 def _is_redis_url(value: str) -> bool:
@@ -258,6 +261,10 @@ class Smtp:
     received_header: Literal["all", "non-authenticated", "none"] = "all"
     vrfy: bool = False
     expn: bool = False
+    #: Clients allowed to send XCLIENT / XFORWARD (Postfix's smtpd_authorized_xclient_hosts
+    #: and smtpd_authorized_xforward_hosts); only they see them in the EHLO reply.
+    xclient_hosts: list[NetworkEntry] = field(factory=list)
+    xforward_hosts: list[NetworkEntry] = field(factory=list)
 
 
 @frozen(kw_only=True)
@@ -279,6 +286,11 @@ class Listener:
     enabled: bool = True
     max_sessions: Annotated[int, at_least(1)] | None = None
     banner: str | None = None
+    #: A PROXY protocol header (HAProxy's proxy-protocol.txt) before anything else,
+    #: from ``proxy_trusted_networks`` only; see docs/scaling.md.
+    proxy_protocol: Literal["off", "v1", "v2", "any"] = "off"
+    proxy_trusted_networks: list[NetworkEntry] = field(factory=list)
+    proxy_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("5s")
     limits: Limits = field(factory=Limits)
     smtp: Smtp = field(factory=Smtp)
     tls: Tls = field(factory=Tls)

@@ -23,7 +23,7 @@ from appliance.config import ConfigError
 from appliance.dns import ResolverKeeper
 from appliance.hooks.host import Discovered
 from appliance.protocol import Reply
-from appliance.server import prefork
+from appliance.server import prefork, proxied
 from appliance.server.replies import Shutdown
 from appliance.server.runtime import Runtime, build_runtime
 from appliance.server.session import Session
@@ -114,7 +114,13 @@ class Server:
                 pass
             sock.close()
             return
-        session = Session(runtime, lr, sock, address, self.stress)
+        lc = lr.config
+        arrival = proxied.arrive(sock, address, name, lc.proxy_protocol, lr.proxy_trusted,
+                                 float(lc.proxy_timeout))
+        if arrival is None:
+            sock.close()
+            return
+        session = Session(runtime, lr, sock, arrival, self.stress)
         me = gevent.getcurrent()
         self.sessions[me] = session
         self.per_listener[name] = self.per_listener.get(name, 0) + 1

@@ -58,12 +58,13 @@ from appliance.server.waits import READ_SIZE, Waits
 from appliance.spool import new_queue_id
 
 if TYPE_CHECKING:
+    from appliance.server.proxied import Arrival
     from appliance.server.runtime import ListenerRuntime, Runtime
     from appliance.server.stress import Stress
 
 class Session:
     def __init__(self, runtime: Runtime, lr: ListenerRuntime, sock: socket.socket,
-                 address: tuple, stress: Stress) -> None:
+                 arrival: Arrival, stress: Stress) -> None:
         self.runtime = runtime
         self.lr = lr
         self.listener = lr.config
@@ -72,14 +73,16 @@ class Session:
         # Replies are small and each one is awaited by the client: no Nagle delay.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.host = runtime.plugins
-        local = sock.getsockname()
+        # Behind a proxy, the client it relays stands for the session everywhere.
+        self.arrival = arrival
+        local, client = arrival.server, arrival.client
         self.ctx = SessionContext(
             session_id=new_queue_id(),
             listener=lr.name,
             local_ip=local[0],
             local_port=local[1],
-            remote_ip=address[0],
-            remote_port=address[1],
+            remote_ip=client[0],
+            remote_port=client[1],
             hostname=runtime.hostname,
             connected_at=time.time(),
             max_message_size=int(self.limits.max_message_size),
@@ -170,6 +173,8 @@ class Session:
 
     def run(self) -> None:
         self.log.connect(self.ctx)
+        if self.arrival.header is not None:
+            self.log.proxied(self.arrival)
         try:
             if self.listener.tls_mode == "implicit" and not self._handshake():
                 return
