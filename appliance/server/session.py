@@ -38,8 +38,10 @@ from appliance.protocol import (
     SMTPConnection,
     StartTLS,
     Vrfy,
+    Xclient,
+    Xforward,
 )
-from appliance.server import envelope, greeting, tls
+from appliance.server import envelope, greeting, tls, xclient
 from appliance.server.auth import Authenticator
 from appliance.server.data import DataPhase
 from appliance.server.errors import ErrorLimits
@@ -75,20 +77,11 @@ class Session:
         self.host = runtime.plugins
         # Behind a proxy, the client it relays stands for the session everywhere.
         self.arrival = arrival
-        local, client = arrival.server, arrival.client
-        self.ctx = SessionContext(
-            session_id=new_queue_id(),
-            listener=lr.name,
-            local_ip=local[0],
-            local_port=local[1],
-            remote_ip=client[0],
-            remote_port=client[1],
-            hostname=runtime.hostname,
-            connected_at=time.time(),
-            max_message_size=int(self.limits.max_message_size),
-            max_recipients=self.limits.max_recipients,
-            max_received_headers=self.limits.max_received_headers,
-        )
+        self.ctx = self._context(new_queue_id(), arrival.client, arrival.server)
+        talker = arrival.client[0]
+        self.xclient_allowed = talker in lr.xclient_hosts
+        self.xforward_allowed = talker in lr.xforward_hosts
+        self.forwarded: dict[str, str] = {}  # XFORWARD attributes of the next message
         self.conn = SMTPConnection(
             tls_active=False,
             bare_linefeed=self.listener.smtp.bare_linefeed,
@@ -107,6 +100,35 @@ class Session:
         self._command: object = None  # the event being answered
         self.proposed: Transaction | None = None  # a MAIL FROM being decided on
         self.overshoot = 0  # RCPTs over max_recipients, see [limits] recipient_overshoot
+
+    def _context(self, session_id: str, client: tuple, server: tuple) -> SessionContext:
+        return SessionContext(
+            session_id=session_id,
+            listener=self.lr.name,
+            local_ip=server[0],
+            local_port=server[1],
+            remote_ip=client[0],
+            remote_port=client[1],
+            hostname=self.runtime.hostname,
+            connected_at=time.time(),
+            max_message_size=int(self.limits.max_message_size),
+            max_recipients=self.limits.max_recipients,
+            max_received_headers=self.limits.max_received_headers,
+        )
+
+    def restart(self, client: tuple, server: tuple, helo: str, esmtp: bool,
+                login: str) -> None:
+        """XCLIENT: the session ends for the plugins and starts anew for ``client``
+        (``xclient.py``); the caller greets again."""
+        self.drop_transaction()
+        self.host.notify("on_disconnect", session=self.ctx)
+        ctx = self._context(self.ctx.session_id, client, server)
+        core_set(ctx, "tls", self.ctx.tls)
+        core_set(ctx, "helo_name", helo)
+        core_set(ctx, "esmtp", esmtp)
+        core_set(ctx, "auth_user", login)
+        self.ctx = ctx
+        self.log.connect(ctx)
 
     # --- I/O -------------------------------------------------------------------------
 
@@ -274,6 +296,7 @@ class Session:
             lines.append("AUTH " + " ".join(offered))
         if self.listener.smtp.vrfy:
             lines.append("VRFY")
+        lines += xclient.advertised(self)
         self.send(Reply(250, None, lines))
 
     def on_mail(self, ev: Mail) -> None:
@@ -300,6 +323,7 @@ class Session:
         self.tx = None
         self.busy = False
         self.waits.end_data()
+        self.forwarded.clear()
 
     def on_rset(self, ev: Rset) -> None:
         self.drop_transaction()
@@ -358,6 +382,12 @@ class Session:
 
     def on_auth_response(self, ev: AuthResponse) -> None:
         self.auth.respond(ev)
+
+    def on_xclient(self, ev: Xclient) -> None:
+        xclient.on_xclient(self, ev)
+
+    def on_xforward(self, ev: Xforward) -> None:
+        xclient.on_xforward(self, ev)
 
     def on_bad(self, ev: BadCommand) -> None:
         if ev.verb == "AUTH":
@@ -433,6 +463,8 @@ _HANDLERS = {
     StartTLS: Session.on_starttls,
     Auth: Session.on_auth,
     AuthResponse: Session.on_auth_response,
+    Xclient: Session.on_xclient,
+    Xforward: Session.on_xforward,
     BadCommand: Session.on_bad,
     ConnectionClosed: Session.on_closed,
 }

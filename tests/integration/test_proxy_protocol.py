@@ -51,8 +51,9 @@ def proxied(app, header: bytes, source: str = "127.0.0.1") -> tuple[socket.socke
         return s, b""
 
 
-def send_message(s: socket.socket) -> bytes:
-    assert talk(s, b"EHLO relay.example\r\n").startswith(b"250")
+def send_message(s: socket.socket, ehlo: bool = True) -> bytes:
+    if ehlo:
+        assert talk(s, b"EHLO relay.example\r\n").startswith(b"250")
     assert talk(s, b"MAIL FROM:<a@example.org>\r\n").startswith(b"250")
     assert talk(s, b"RCPT TO:<b@example.net>\r\n").startswith(b"250")
     assert talk(s, b"DATA\r\n").startswith(b"354")
