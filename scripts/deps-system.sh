@@ -23,11 +23,13 @@ if [ ${#packages[@]} -eq 0 ]; then
     # unbound: the sender checks' tests serve their DNS zones with it;
     # postgrey: the policy delegation tests' real policy server;
     # opendkim, clamav-daemon, clamav-milter: the milter tests' real milters
-    # (started by the tests; the test clamd uses a database written at set-up).
+    # (started by the tests; the test clamd uses a database written at set-up);
+    # haproxy: the scale-out tests' load balancer (PROXY protocol, SMTP checks);
+    # redis-sentinel: the shared counters' Sentinel tests.
     packages=(postfix swaks openssl procps redis-server libnet-ssleay-perl
               libauthen-sasl-perl libdigest-hmac-perl dovecot-core libsasl2-modules
               krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc unbound postgrey
-              opendkim clamav-daemon clamav-milter)
+              opendkim clamav-daemon clamav-milter haproxy redis-sentinel)
 fi
 
 sudo=()
