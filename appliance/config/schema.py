@@ -121,6 +121,12 @@ def _is_redis_url(value: str) -> bool:
         db == "" or db.isdigit())
 
 
+def _is_host_port(value: str) -> bool:
+    """host:port or [IPv6]:port."""
+    host, colon, port = value.rpartition(":")
+    return bool(colon and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536)
+
+
 @frozen(kw_only=True)
 class State:
     """Where the shared counters of flow control, rate limits and bans live."""
@@ -129,6 +135,19 @@ class State:
     redis_url: Annotated[
         str, Check(_is_redis_url, 'a URL such as "redis://127.0.0.1:6379/0"')
     ] = "redis://127.0.0.1:6379/0"
+    #: "single": the Redis of ``redis_url``; "sentinel": the master that the Sentinels
+    #: in ``redis_nodes`` name for ``redis_service``; "cluster": a Redis Cluster
+    #: reached through the seed nodes in ``redis_nodes``. docs/scaling.md.
+    redis_mode: Literal["single", "sentinel", "cluster"] = "single"
+    redis_nodes: list[Annotated[str, Check(_is_host_port, 'a "host:port" such as'
+                                            ' "10.0.0.5:26379"')]] = field(factory=list)
+    redis_service: str = "mymaster"
+    #: TLS to every Redis node (and Sentinel); ``rediss://`` in ``redis_url`` also
+    #: turns it on. The CA to verify them, and a client certificate if they ask.
+    redis_tls: bool = False
+    redis_tls_ca: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
+    redis_tls_certificate: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
+    redis_tls_key: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
     key_prefix: str = "smtp-appliance:"
     timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("250ms")
     retry_interval: Annotated[Duration, _POSITIVE_DURATION] = Duration("5s")

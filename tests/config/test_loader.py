@@ -51,6 +51,13 @@ def test_defaults_are_the_documented_ones(conf) -> None:
         "state": {
             "backend": "local",
             "redis_url": "redis://127.0.0.1:6379/0",
+            "redis_mode": "single",
+            "redis_nodes": [],
+            "redis_service": "mymaster",
+            "redis_tls": False,
+            "redis_tls_ca": "",
+            "redis_tls_certificate": "",
+            "redis_tls_key": "",
             "key_prefix": "smtp-appliance:",
             "timeout": 0.25,
             "retry_interval": 5.0,
