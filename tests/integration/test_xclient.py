@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from .conftest import read_reply
 from .test_proxy_protocol import RELAY, send_message
 from .test_receive import stored, talk
@@ -101,3 +103,26 @@ def test_xforward_names_the_client_in_received(make_appliance):
     assert (forwarded in first) != (forwarded in second)
     assert b"from relay.example (unknown [127.0.0.1])" in first + second
     assert "xforward" in app.log() and "IDENT=ABC123" in app.log()
+
+
+def test_a_real_postfix_sends_xforward(make_appliance):
+    """Postfix's SMTP client with smtp_send_xforward_command = yes: it sees XFORWARD
+    in the EHLO reply, sends what it knows of a locally submitted message
+    (SOURCE=LOCAL), and the message is spooled."""
+    from .postfix import PostfixRelay, unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    app = make_appliance(TRUSTED, tls=False)
+    relay = PostfixRelay(f"[127.0.0.1]:{app.port}")
+    try:
+        relay.start("smtp_send_xforward_command = yes\n")
+        relay.send("alice@relay.test.example", ["bob@example.net"],
+                   b"Subject: xforward\nMessage-ID: <xforward-1@relay.test.example>\n\nhi\n")
+        relay.flush()
+        relay.wait_log("status=sent")
+    finally:
+        relay.stop()
+    assert len(app.queued()) == 1
+    log = app.log()
+    assert 'xforward session=' in log and 'attributes="SOURCE=LOCAL"' in log
