@@ -126,3 +126,23 @@ def test_a_real_postfix_sends_xforward(make_appliance):
     assert len(app.queued()) == 1
     log = app.log()
     assert 'xforward session=' in log and 'attributes="SOURCE=LOCAL"' in log
+
+
+def test_xclient_moves_the_per_ip_count_to_the_named_client(make_appliance):
+    """The old client's session ends for the flow plugin (its count is released),
+    the named client's begins (counted, and refused over the limit)."""
+    app = make_appliance(TRUSTED + """
+        [flow]
+        exempt_networks = []
+        [flow.concurrent_connections_per_ip]
+        limit = 1
+    """)
+    first = dial(app)
+    assert talk(first, b"XCLIENT ADDR=192.0.2.7\r\n").startswith(b"220 ")
+    second = dial(app)  # 127.0.0.1 no longer holds a session: served
+    reply = talk(second, b"XCLIENT ADDR=192.0.2.7\r\n")  # 192.0.2.7 does
+    assert reply.startswith(b"421 4.7.0") and b"192.0.2.7 (limit 1)" in reply
+    assert second.recv(10) == b""
+    assert b"[192.0.2.7]" in talk(first, b"EHLO client.example\r\n")
+    first.close()
+    second.close()
