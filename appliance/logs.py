@@ -200,6 +200,20 @@ class SessionLog:
         self.event("connect", listener=ctx.listener, client=f"[{ctx.remote_ip}]:{ctx.remote_port}",
                    server=f"[{ctx.local_ip}]:{ctx.local_port}")
 
+    def proxied(self, arrival: Any) -> None:
+        """Which load balancer relayed the connection, and what its header said."""
+        header = arrival.header
+        fields = {"proxy": f"[{arrival.proxy[0]}]:{arrival.proxy[1]}",
+                  "version": header.version, "command": header.command}
+        if header.authority is not None:
+            fields["authority"] = header.authority
+        if header.unique_id is not None:
+            fields["unique_id"] = header.unique_id.hex()
+        if header.ssl is not None:
+            fields.update(proxy_tls=header.ssl.version or header.ssl.tls,
+                          proxy_cipher=header.ssl.cipher)
+        self.event("proxied", **fields)
+
     def reply(self, reply: Any, ctx: Any, tx: Any, command: str, rcpt_to: list[str],
               size: int, by: str = "") -> None:
         """A refusal (4xx/5xx): what was refused, of whom, and by which plugin

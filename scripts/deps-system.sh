@@ -25,11 +25,14 @@ if [ ${#packages[@]} -eq 0 ]; then
     # opendkim, clamav-daemon, clamav-milter: the milter tests' real milters
     # (started by the tests; the test clamd uses a database written at set-up);
     # debhelper, python3.11-venv: `make package` builds the .deb (dpkg-buildpackage);
-    # rpm: its rpmbuild builds the .rpm; lintian: the package test checks the .deb.
+    # rpm: its rpmbuild builds the .rpm; lintian: the package test checks the .deb;
+    # haproxy: the scale-out tests' load balancer (PROXY protocol, SMTP checks);
+    # redis-sentinel: the shared counters' Sentinel tests.
     packages=(postfix swaks openssl procps redis-server libnet-ssleay-perl
               libauthen-sasl-perl libdigest-hmac-perl dovecot-core libsasl2-modules
               krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc unbound postgrey
-              opendkim clamav-daemon clamav-milter debhelper python3.11-venv rpm lintian)
+              opendkim clamav-daemon clamav-milter debhelper python3.11-venv rpm lintian
+              haproxy redis-sentinel)
 fi
 
 sudo=()

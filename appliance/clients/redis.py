@@ -12,8 +12,8 @@ Keys (all under ``[server.state] key_prefix``):
 - ``ban:<key>``: the reason, with the ban's time as the key's expiry (SET PX);
   listed with SCAN.
 
-Scripts touch keys they build from the prefix: use a standalone Redis (or a
-Sentinel-managed one), not Redis Cluster.
+Scripts touch keys they build from the prefix; in a Redis Cluster the prefix is a
+hash tag, so that all of them are in one slot (``redis_topology.py``).
 
 Every call has ``[server.state] timeout``; after a failure Redis is tried again
 at most once per ``retry_interval``, so a dead Redis delays one call per interval,
@@ -33,10 +33,9 @@ from collections import Counter
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from appliance import logs
+from appliance.clients import redis_topology
 from appliance.config import State
 from appliance.state.counters import SLICES, StoreUnavailable
 
@@ -101,14 +100,9 @@ class RedisCounters:
 
     def __init__(self, settings: State, fallback: Any | None) -> None:
         self.settings = settings
-        self.prefix = settings.key_prefix
+        self.prefix = redis_topology.key_prefix(settings)
         self.fallback = fallback
-        timeout = float(settings.timeout)
-        self.client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
-            health_check_interval=0, decode_responses=True,
-        )
+        self.client, self.where = redis_topology.connect(settings)
         self._hit = self.client.register_script(_HIT)
         self._enter = self.client.register_script(_ENTER)
         self._leave = self.client.register_script(_LEAVE)
@@ -240,19 +234,19 @@ class RedisCounters:
         if not use_fallback:
             return fallback(None)
         if fail == "closed" or self.fallback is None:
-            raise StoreUnavailable(f"Redis at {self._where()} is unreachable")
+            raise StoreUnavailable(f"Redis at {self.where} is unreachable")
         return fallback(self.fallback)
 
     def _went_down(self, now: float, exc: Exception) -> None:
         self._next_try = now + float(self.settings.retry_interval)
         if self._down_since is None:
             self._down_since = now
-            logs.event("state_store_down", level=logging.ERROR, redis=self._where(),
+            logs.event("state_store_down", level=logging.ERROR, redis=self.where,
                        error=str(exc) or type(exc).__name__,
                        note="limits fail open (local counts) or closed (451), as configured")
 
     def _came_back(self, now: float) -> None:
-        logs.event("state_store_back", level=logging.WARNING, redis=self._where(),
+        logs.event("state_store_back", level=logging.WARNING, redis=self.where,
                    down_for=f"{now - self._down_since:.1f}s")
         self._down_since = None
         unsent, self._unsent_leaves = self._unsent_leaves, Counter()
@@ -262,12 +256,6 @@ class RedisCounters:
                     self._leave(keys=[self.prefix + "gauge:" + key], args=[self._me()])
         except redis.RedisError:
             pass  # the heartbeat's expiry settles them
-
-    def _where(self) -> str:
-        kw = self.client.connection_pool.connection_kwargs
-        if "path" in kw:
-            return f"unix:{kw['path']}"
-        return f"{kw.get('host', '?')}:{kw.get('port', '?')}"
 
     # --- gauges: which process holds what ----------------------------------------------
 

@@ -192,6 +192,7 @@ def build(
     _check_tls_pair(tables["tls"], problems)
     _check_listeners(listeners, problems)
     _check_logging(tables["logging"], problems)
+    _check_state(tables["server"], problems)
     if problems.lines:
         raise ConfigError(problems.lines)
     if not listeners:
@@ -350,6 +351,18 @@ def _check_logging(logging: Logging | None, problems: Problems) -> None:
             ("logging", "file"),
             'expected a log file path when destination includes "file" (got nothing)',
             blame=("logging", "destination"),
+        )
+
+
+def _check_state(server: Any, problems: Problems) -> None:
+    state = server.state if server is not None else None
+    if state is not None and state.redis_mode != "single" and not state.redis_nodes:
+        what = "Sentinels" if state.redis_mode == "sentinel" else "seed nodes"
+        problems.add(
+            ("server", "state", "redis_nodes"),
+            f'expected the {what} as "host:port" entries with redis_mode = '
+            f'"{state.redis_mode}" (got none)',
+            blame=("server", "state", "redis_mode"),
         )
 
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from attrs import field, frozen
 
 from appliance.config.units import Duration, FilePath, LogOutputs, Size
+from appliance.netlist import ENTRY_EXPECTED, is_entry
 
 __all__ = [
     "AppConfig",
@@ -104,6 +105,8 @@ SYSLOG_FACILITIES = (
 ).split()
 
 TlsMode = Literal["none", "starttls", "implicit"]
+#: Network list entries (appliance/netlist.py): an address, a CIDR network, a range.
+NetworkEntry = Annotated[str, Check(is_entry, ENTRY_EXPECTED)]
 
 
 def _is_redis_url(value: str) -> bool:
@@ -120,6 +123,12 @@ def _is_redis_url(value: str) -> bool:
         db == "" or db.isdigit())
 
 
+def _is_host_port(value: str) -> bool:
+    """host:port or [IPv6]:port."""
+    host, colon, port = value.rpartition(":")
+    return bool(colon and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536)
+
+
 @frozen(kw_only=True)
 class State:
     """Where the shared counters of flow control, rate limits and bans live."""
@@ -128,6 +137,19 @@ class State:
     redis_url: Annotated[
         str, Check(_is_redis_url, 'a URL such as "redis://127.0.0.1:6379/0"')
     ] = "redis://127.0.0.1:6379/0"
+    #: "single": the Redis of ``redis_url``; "sentinel": the master that the Sentinels
+    #: in ``redis_nodes`` name for ``redis_service``; "cluster": a Redis Cluster
+    #: reached through the seed nodes in ``redis_nodes``. docs/scaling.md.
+    redis_mode: Literal["single", "sentinel", "cluster"] = "single"
+    redis_nodes: list[Annotated[str, Check(_is_host_port, 'a "host:port" such as'
+                                            ' "10.0.0.5:26379"')]] = field(factory=list)
+    redis_service: str = "mymaster"
+    #: TLS to every Redis node (and Sentinel); ``rediss://`` in ``redis_url`` also
+    #: turns it on. The CA to verify them, and a client certificate if they ask.
+    redis_tls: bool = False
+    redis_tls_ca: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
+    redis_tls_certificate: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
+    redis_tls_key: Annotated[FilePath, _EXISTING_FILE] = FilePath("")
     key_prefix: str = "smtp-appliance:"
     timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("250ms")
     retry_interval: Annotated[Duration, _POSITIVE_DURATION] = Duration("5s")
@@ -264,6 +286,10 @@ class Smtp:
     received_header: Literal["all", "non-authenticated", "none"] = "all"
     vrfy: bool = False
     expn: bool = False
+    #: Clients allowed to send XCLIENT / XFORWARD (Postfix's smtpd_authorized_xclient_hosts
+    #: and smtpd_authorized_xforward_hosts); only they see them in the EHLO reply.
+    xclient_hosts: list[NetworkEntry] = field(factory=list)
+    xforward_hosts: list[NetworkEntry] = field(factory=list)
 
 
 @frozen(kw_only=True)
@@ -285,6 +311,11 @@ class Listener:
     enabled: bool = True
     max_sessions: Annotated[int, at_least(1)] | None = None
     banner: str | None = None
+    #: A PROXY protocol header (HAProxy's proxy-protocol.txt) before anything else,
+    #: from ``proxy_trusted_networks`` only; see docs/scaling.md.
+    proxy_protocol: Literal["off", "v1", "v2", "any"] = "off"
+    proxy_trusted_networks: list[NetworkEntry] = field(factory=list)
+    proxy_timeout: Annotated[Duration, _POSITIVE_DURATION] = Duration("5s")
     limits: Limits = field(factory=Limits)
     smtp: Smtp = field(factory=Smtp)
     tls: Tls = field(factory=Tls)

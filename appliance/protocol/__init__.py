@@ -3,6 +3,7 @@
 No sockets, no gevent, no plugins: see docs/protocol.md.
 """
 
+from appliance.protocol._commands import XCLIENT_ATTRIBUTES, XFORWARD_ATTRIBUTES
 from appliance.protocol._state import State
 from appliance.protocol.connection import LocalProtocolError, SMTPConnection
 from appliance.protocol.events import (
@@ -27,10 +28,14 @@ from appliance.protocol.events import (
     Rset,
     StartTLS,
     Vrfy,
+    Xclient,
+    Xforward,
 )
 
 __all__ = [
     "NEED_DATA",
+    "XCLIENT_ATTRIBUTES",
+    "XFORWARD_ATTRIBUTES",
     "Auth",
     "AuthResponse",
     "BadCommand",
@@ -54,4 +59,6 @@ __all__ = [
     "StartTLS",
     "State",
     "Vrfy",
+    "Xclient",
+    "Xforward",
 ]

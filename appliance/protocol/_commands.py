@@ -28,12 +28,18 @@ from appliance.protocol.events import (
     Rset,
     StartTLS,
     Vrfy,
+    Xclient,
+    Xforward,
 )
 
 VERBS = frozenset({
     "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "HELP",
-    "VRFY", "EXPN", "STARTTLS", "AUTH",
+    "VRFY", "EXPN", "STARTTLS", "AUTH", "XCLIENT", "XFORWARD",
 })
+
+#: The attributes each command takes (Postfix's XCLIENT_README and XFORWARD_README).
+XCLIENT_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN", "DESTADDR", "DESTPORT")
+XFORWARD_ATTRIBUTES = ("NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE")
 
 MAX_BDAT = 2**53
 MAX_ENVID = 100  # RFC 3461 4.4
@@ -130,6 +136,26 @@ def _auth(verb: str, args: str, utf8: bool) -> Event:
     return Auth(words[0].upper(), words[1] if len(words) == 2 else None)
 
 
+def _attributes(cls: type, names: tuple[str, ...]) -> Callable[[str, str, bool], Event]:
+    """``XCLIENT ADDR=192.0.2.7 HELO=relay.example``: one or more name=xtext words."""
+
+    def parse(verb: str, args: str, utf8: bool) -> Event:
+        words = args.split()
+        if not words:
+            raise _syntax(f"{verb} attribute=value ...")
+        found: dict[str, str] = {}
+        for word in words:
+            name, eq, value = word.partition("=")
+            name = name.upper()
+            if not eq or name not in names:
+                raise _bad_param(f"Bad {verb} attribute: {word[:40]}"
+                                 f" (expected {', '.join(names)})")
+            found[name] = _xtext(name, value)
+        return cls(found)
+
+    return parse
+
+
 def _mail(verb: str, args: str, offered: Offered) -> Event:
     syntax = Reply(501, "5.5.2", "Syntax: MAIL FROM:<address>")
     path, rest = split_path(_after_colon(args, "FROM:", syntax), syntax)
@@ -176,6 +202,8 @@ PARSERS: dict[str, Callable[[str, str, Any], Event]] = {
     "VRFY": _with_arg(Vrfy),
     "EXPN": _with_arg(Expn),
     "AUTH": _auth,
+    "XCLIENT": _attributes(Xclient, XCLIENT_ATTRIBUTES),
+    "XFORWARD": _attributes(Xforward, XFORWARD_ATTRIBUTES),
 }
 
 

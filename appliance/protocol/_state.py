@@ -33,6 +33,8 @@ from appliance.protocol.events import (
     Rset,
     StartTLS,
     Vrfy,
+    Xclient,
+    Xforward,
 )
 
 
@@ -65,9 +67,13 @@ NO_SERVICE_REPLY = Reply(503, "5.7.1", "No SMTP service here")
 
 _ANYTIME = frozenset({"HELO", "EHLO", "NOOP", "RSET", "QUIT", "HELP", "VRFY", "EXPN"})
 
+#: XCLIENT and XFORWARD: outside a mail transaction (Postfix's READMEs); whether the
+#: client may use them at all is the session's decision (smtp.xclient_hosts).
+_PROXYING = frozenset({"XCLIENT", "XFORWARD"})
+
 COMMANDS: dict[State, frozenset[str]] = {
-    State.GREETED: _ANYTIME | {"STARTTLS"},
-    State.READY: _ANYTIME | {"MAIL", "AUTH", "STARTTLS"},
+    State.GREETED: _ANYTIME | _PROXYING | {"STARTTLS"},
+    State.READY: _ANYTIME | _PROXYING | {"MAIL", "AUTH", "STARTTLS"},
     State.MAIL: _ANYTIME | {"RCPT"},
     State.RCPT: _ANYTIME | {"RCPT", "DATA", "BDAT"},
     State.BDAT: _ANYTIME | {"BDAT"},
@@ -99,6 +105,8 @@ SEQUENCE_ERRORS: dict[tuple[str, State], Reply] = {
             Reply(503, "5.5.1", "AUTH not permitted during a mail transaction")),
     **_each("STARTTLS", _TRANSACTION,
             Reply(503, "5.5.1", "STARTTLS not permitted during a mail transaction")),
+    **_each("XCLIENT", _TRANSACTION, Reply(503, "5.5.1", "Mail transaction in progress")),
+    **_each("XFORWARD", _TRANSACTION, Reply(503, "5.5.1", "Mail transaction in progress")),
 }
 
 # Guards: admitted by Table 1, refused on a flag (checked in ConnectionState.refusal).
@@ -123,6 +131,8 @@ REPLY_TRANSITIONS: dict[str, dict[int | str, State | str]] = {
     "AUTH": {334: State.AUTH, 235: State.READY},
     "AUTH_RESPONSE": {334: State.AUTH, 235: State.READY, "*": State.READY},
     "STARTTLS": {220: State.TLS_PENDING},
+    # A new greeting: the session starts anew (a 554 one: only QUIT, RFC 5321 3.1).
+    "XCLIENT": {220: State.GREETED, 554: State.NO_SERVICE},
     "QUIT": {221: State.CLOSED},
     "DATA_END": {"*": State.READY},  # end of DATA text or of the LAST BDAT chunk
     "CHUNK_END": {"2xx": State.BDAT, "*": State.READY},  # end of a non-LAST chunk
@@ -131,7 +141,8 @@ REPLY_TRANSITIONS: dict[str, dict[int | str, State | str]] = {
 _SIMPLE_KEYS: dict[type, str] = {
     Mail: "MAIL", Rcpt: "RCPT", Data: "DATA", Rset: "RSET", Noop: "NOOP", Quit: "QUIT",
     Help: "HELP", Vrfy: "VRFY", Expn: "EXPN", StartTLS: "STARTTLS", Auth: "AUTH",
-    AuthResponse: "AUTH_RESPONSE", BadCommand: "BAD_COMMAND",
+    AuthResponse: "AUTH_RESPONSE", BadCommand: "BAD_COMMAND", Xclient: "XCLIENT",
+    Xforward: "XFORWARD",
 }
 
 
@@ -155,6 +166,10 @@ def target_of(key: str, code: int) -> State | str | None:
         if selector in row:
             return row[selector]
     return None
+
+
+#: XCLIENT's values for "not known" (Postfix's XCLIENT_README).
+_UNSET = ("", "[UNAVAILABLE]", "[TEMPUNAVAIL]")
 
 
 class ConnectionState:
@@ -209,6 +224,11 @@ class ConnectionState:
             self.rcpts += 1
         elif key in ("AUTH", "AUTH_RESPONSE") and code == 235:
             self.authenticated = True
+        elif key == "XCLIENT" and target is State.GREETED:
+            assert isinstance(event, Xclient)
+            self.has_helo = self.extended = False
+            # XCLIENT LOGIN=user: the relayed client authenticated with the proxy.
+            self.authenticated = event.attributes.get("LOGIN", "") not in _UNSET
         if target in (State.READY, State.GREETED, State.CLOSED):
             self._clear_transaction()
         self.state = target

@@ -170,6 +170,23 @@ class AuthResponse:
 
 
 @frozen
+class Xclient:
+    """XCLIENT name=value... (Postfix's XCLIENT_README): a trusted proxy names the
+    client it relays; values are xtext-decoded, names upper-case. Answered with a
+    new 220 greeting, the session starts anew (as after the connect)."""
+
+    attributes: dict = field(factory=dict)
+
+
+@frozen
+class Xforward:
+    """XFORWARD name=value... (Postfix's XFORWARD_README): the original client of
+    the next message, for its log lines and Received header. Answered with 250."""
+
+    attributes: dict = field(factory=dict)
+
+
+@frozen
 class BadCommand:
     """Unknown verb, bad syntax, bad parameter, out-of-sequence command or over-long
     line. The session sends ``reply`` and counts it against the bad-command limit."""
@@ -185,5 +202,6 @@ class ConnectionClosed:
 
 Event = (
     Helo | Mail | Rcpt | Data | Bdat | DataChunk | DataEnd | Rset | Noop | Quit | Help
-    | Vrfy | Expn | StartTLS | Auth | AuthResponse | BadCommand | ConnectionClosed
+    | Vrfy | Expn | StartTLS | Auth | AuthResponse | Xclient | Xforward | BadCommand
+    | ConnectionClosed
 )

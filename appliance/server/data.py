@@ -95,7 +95,8 @@ class DataPhase:
             self.error = TOO_MANY_HOPS
             return
         core_set(tx, "headers", headers)
-        received.add_received(headers, ctx, tx, session.listener.smtp.received_header)
+        received.add_received(headers, ctx, tx, session.listener.smtp.received_header,
+                              session.forwarded)
         verdict, _ = session.host.decide("headers_received", ctx, tx, headers=headers)
         if verdict is not None and refuses(verdict):
             self.error = reply_of(verdict)

@@ -35,11 +35,15 @@ def protocol_name(ctx: SessionContext, tx: Transaction) -> str:
     return base + ("S" if ctx.tls else "") + ("A" if ctx.auth_user else "")
 
 
-def received_value(ctx: SessionContext, tx: Transaction) -> str:
-    remote = ctx.remote_ip
+def received_value(ctx: SessionContext, tx: Transaction,
+                   forwarded: dict[str, str] | None = None) -> str:
+    """``forwarded``: XFORWARD's NAME, ADDR, HELO, which stand for the client's."""
+    forwarded = forwarded or {}
+    remote = known(forwarded.get("ADDR")).removeprefix("IPV6:") or ctx.remote_ip
     literal = f"IPv6:{remote}" if ":" in remote else remote
-    reverse = ctx.reverse_name or "unknown"
-    lines = [f"from {ctx.helo_name or 'unknown'} ({reverse} [{literal}])"]
+    reverse = known(forwarded.get("NAME")) or ctx.reverse_name or "unknown"
+    helo = known(forwarded.get("HELO")) or ctx.helo_name or "unknown"
+    lines = [f"from {helo} ({reverse} [{literal}])"]
     if ctx.tls:
         lines.append(f"(using {ctx.tls.protocol} with cipher {ctx.tls.cipher}"
                      f" ({ctx.tls.bits}/{ctx.tls.bits} bits))")
@@ -54,11 +58,17 @@ def received_value(ctx: SessionContext, tx: Transaction) -> str:
     return "\r\n\t".join(lines)
 
 
-def add_received(headers: Headers, ctx: SessionContext, tx: Transaction, policy: str) -> bool:
+def known(value: str | None) -> str:
+    """An XCLIENT/XFORWARD value; their "not known" values are empty."""
+    return "" if value is None or value in ("[UNAVAILABLE]", "[TEMPUNAVAIL]") else value
+
+
+def add_received(headers: Headers, ctx: SessionContext, tx: Transaction, policy: str,
+                 forwarded: dict[str, str] | None = None) -> bool:
     """Prepend our Received field per ``smtp.received_header`` (all |
     non-authenticated | none); one is always added to a message that has none."""
     wanted = policy == "all" or (policy == "non-authenticated" and not ctx.auth_user)
     if not wanted and headers.exists("Received"):
         return False
-    headers.add("Received", received_value(ctx, tx), prepend=True)
+    headers.add("Received", received_value(ctx, tx, forwarded), prepend=True)
     return True

@@ -10,7 +10,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from attrs import define
+from attrs import define, field
 
 from appliance.config import AppConfig, Listener, load_config
 from appliance.dns import ResolverKeeper
@@ -18,6 +18,7 @@ from appliance.hooks.host import Discovered, PluginHost, loader_inputs
 from appliance.hooks.others import OtherPlugins
 from appliance.mail.context import SessionContext, Transaction
 from appliance.mail.message import Message
+from appliance.netlist import NetList
 from appliance.server.tls import make_ssl_context
 from appliance.spool import Spool
 from appliance.state import StateKeeper
@@ -28,6 +29,10 @@ class ListenerRuntime:
     name: str
     config: Listener
     ssl_context: ssl.SSLContext | None
+    #: proxy_trusted_networks, smtp.xclient_hosts and smtp.xforward_hosts, compiled.
+    proxy_trusted: NetList = field(factory=NetList)
+    xclient_hosts: NetList = field(factory=NetList)
+    xforward_hosts: NetList = field(factory=NetList)
 
 
 @define
@@ -59,7 +64,12 @@ def build_runtime(config_dir: str | Path, found: dict[str, Discovered],
         if not lc.enabled:
             continue
         ctx = make_ssl_context(lc.tls, name) if lc.tls_mode != "none" else None
-        listeners[name] = ListenerRuntime(name, lc, ctx)
+        where = f"listeners.{name}"
+        listeners[name] = ListenerRuntime(
+            name, lc, ctx,
+            NetList.from_texts(lc.proxy_trusted_networks, f"{where}.proxy_trusted_networks"),
+            NetList.from_texts(lc.smtp.xclient_hosts, f"{where}.smtp.xclient_hosts"),
+            NetList.from_texts(lc.smtp.xforward_hosts, f"{where}.smtp.xforward_hosts"))
     spool = Spool(config.queue.directory, fsync=config.queue.fsync)
     host = PluginHost.build(found, config.plugins, float(config.server.plugin_timeout),
                             float(config.queue.timeout))

@@ -24,7 +24,7 @@ from appliance.config import ConfigError
 from appliance.dns import ResolverKeeper
 from appliance.hooks.host import Discovered, discover
 from appliance.protocol import Reply
-from appliance.server import notify, prefork, privileges
+from appliance.server import notify, prefork, privileges, proxied
 from appliance.server.operations import Operations
 from appliance.server.replies import Shutdown
 from appliance.server.runtime import Runtime, build_runtime
@@ -119,7 +119,13 @@ class Server:
                 pass
             sock.close()
             return
-        session = Session(runtime, lr, sock, address, self.stress)
+        lc = lr.config
+        arrival = proxied.arrive(sock, address, name, lc.proxy_protocol, lr.proxy_trusted,
+                                 float(lc.proxy_timeout))
+        if arrival is None:
+            sock.close()
+            return
+        session = Session(runtime, lr, sock, arrival, self.stress)
         me = gevent.getcurrent()
         self.sessions[me] = session
         self.per_listener[name] = self.per_listener.get(name, 0) + 1

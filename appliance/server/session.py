@@ -38,8 +38,10 @@ from appliance.protocol import (
     SMTPConnection,
     StartTLS,
     Vrfy,
+    Xclient,
+    Xforward,
 )
-from appliance.server import envelope, greeting, tls, transcript
+from appliance.server import envelope, greeting, tls, transcript, xclient
 from appliance.server.auth import Authenticator
 from appliance.server.data import DataPhase
 from appliance.server.errors import ErrorLimits
@@ -58,12 +60,13 @@ from appliance.server.waits import READ_SIZE, Waits
 from appliance.spool import new_queue_id
 
 if TYPE_CHECKING:
+    from appliance.server.proxied import Arrival
     from appliance.server.runtime import ListenerRuntime, Runtime
     from appliance.server.stress import Stress
 
 class Session:
     def __init__(self, runtime: Runtime, lr: ListenerRuntime, sock: socket.socket,
-                 address: tuple, stress: Stress) -> None:
+                 arrival: Arrival, stress: Stress) -> None:
         self.runtime = runtime
         self.lr = lr
         self.listener = lr.config
@@ -72,20 +75,13 @@ class Session:
         # Replies are small and each one is awaited by the client: no Nagle delay.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.host = runtime.plugins
-        local = sock.getsockname()
-        self.ctx = SessionContext(
-            session_id=new_queue_id(),
-            listener=lr.name,
-            local_ip=local[0],
-            local_port=local[1],
-            remote_ip=address[0],
-            remote_port=address[1],
-            hostname=runtime.hostname,
-            connected_at=time.time(),
-            max_message_size=int(self.limits.max_message_size),
-            max_recipients=self.limits.max_recipients,
-            max_received_headers=self.limits.max_received_headers,
-        )
+        # Behind a proxy, the client it relays stands for the session everywhere.
+        self.arrival = arrival
+        self.ctx = self._context(new_queue_id(), arrival.client, arrival.server)
+        talker = arrival.client[0]
+        self.xclient_allowed = talker in lr.xclient_hosts
+        self.xforward_allowed = talker in lr.xforward_hosts
+        self.forwarded: dict[str, str] = {}  # XFORWARD attributes of the next message
         self.conn = SMTPConnection(
             tls_active=False,
             bare_linefeed=self.listener.smtp.bare_linefeed,
@@ -105,6 +101,35 @@ class Session:
         self._trace_mark = 0  # the decision trace's length when it came
         self.proposed: Transaction | None = None  # a MAIL FROM being decided on
         self.overshoot = 0  # RCPTs over max_recipients, see [limits] recipient_overshoot
+
+    def _context(self, session_id: str, client: tuple, server: tuple) -> SessionContext:
+        return SessionContext(
+            session_id=session_id,
+            listener=self.lr.name,
+            local_ip=server[0],
+            local_port=server[1],
+            remote_ip=client[0],
+            remote_port=client[1],
+            hostname=self.runtime.hostname,
+            connected_at=time.time(),
+            max_message_size=int(self.limits.max_message_size),
+            max_recipients=self.limits.max_recipients,
+            max_received_headers=self.limits.max_received_headers,
+        )
+
+    def restart(self, client: tuple, server: tuple, helo: str, esmtp: bool,
+                login: str) -> None:
+        """XCLIENT: the session ends for the plugins and starts anew for ``client``
+        (``xclient.py``); the caller greets again."""
+        self.drop_transaction()
+        self.host.notify("on_disconnect", session=self.ctx)
+        ctx = self._context(self.ctx.session_id, client, server)
+        core_set(ctx, "tls", self.ctx.tls)
+        core_set(ctx, "helo_name", helo)
+        core_set(ctx, "esmtp", esmtp)
+        core_set(ctx, "auth_user", login)
+        self.ctx = ctx
+        self.log.connect(ctx)
 
     # --- I/O -------------------------------------------------------------------------
 
@@ -185,6 +210,8 @@ class Session:
 
     def run(self) -> None:
         self.log.connect(self.ctx)
+        if self.arrival.header is not None:
+            self.log.proxied(self.arrival)
         try:
             if self.listener.tls_mode == "implicit" and not self._handshake():
                 return
@@ -287,6 +314,7 @@ class Session:
             lines.append("AUTH " + " ".join(offered))
         if self.listener.smtp.vrfy:
             lines.append("VRFY")
+        lines += xclient.advertised(self)
         self.send(Reply(250, None, lines))
 
     def on_mail(self, ev: Mail) -> None:
@@ -313,6 +341,7 @@ class Session:
         self.tx = None
         self.busy = False
         self.waits.end_data()
+        self.forwarded.clear()
 
     def on_rset(self, ev: Rset) -> None:
         self.drop_transaction()
@@ -371,6 +400,12 @@ class Session:
 
     def on_auth_response(self, ev: AuthResponse) -> None:
         self.auth.respond(ev)
+
+    def on_xclient(self, ev: Xclient) -> None:
+        xclient.on_xclient(self, ev)
+
+    def on_xforward(self, ev: Xforward) -> None:
+        xclient.on_xforward(self, ev)
 
     def on_bad(self, ev: BadCommand) -> None:
         if ev.verb == "AUTH":
@@ -446,6 +481,8 @@ _HANDLERS = {
     StartTLS: Session.on_starttls,
     Auth: Session.on_auth,
     AuthResponse: Session.on_auth_response,
+    Xclient: Session.on_xclient,
+    Xforward: Session.on_xforward,
     BadCommand: Session.on_bad,
     ConnectionClosed: Session.on_closed,
 }

@@ -286,7 +286,8 @@ def test_unknown_listener_sub_table_lists_the_known_areas(conf) -> None:
     conf.write("10-l.toml", LISTENERS + "[listeners.mta.acces]\nmax_connections = 3\n")
     assert errors_of(conf) == [
         f"{conf.file('10-l.toml')}: listeners.mta.acces: unknown key 'acces' (expected one "
-        "of: access, address, auth, banner, enabled, flow, limits, max_sessions, port, smtp, tls, "
+        "of: access, address, auth, banner, enabled, flow, limits, max_sessions, port, "
+        "proxy_protocol, proxy_timeout, proxy_trusted_networks, smtp, tls, "
         "tls_mode)"
     ]
 
@@ -296,7 +297,8 @@ def test_areas_is_not_a_key_an_admin_can_set(conf) -> None:
     errors = errors_of(conf, areas={})
     assert errors == [
         f"{conf.file('10-l.toml')}: listeners.mta.areas: unknown key 'areas' (expected one "
-        "of: address, auth, banner, enabled, limits, max_sessions, port, smtp, tls, tls_mode)"
+        "of: address, auth, banner, enabled, limits, max_sessions, port, proxy_protocol, "
+        "proxy_timeout, proxy_trusted_networks, smtp, tls, tls_mode)"
     ]
 
 

@@ -51,6 +51,13 @@ def test_defaults_are_the_documented_ones(conf) -> None:
         "state": {
             "backend": "local",
             "redis_url": "redis://127.0.0.1:6379/0",
+            "redis_mode": "single",
+            "redis_nodes": [],
+            "redis_service": "mymaster",
+            "redis_tls": False,
+            "redis_tls_ca": "",
+            "redis_tls_certificate": "",
+            "redis_tls_key": "",
             "key_prefix": "smtp-appliance:",
             "timeout": 0.25,
             "retry_interval": 5.0,
@@ -78,6 +85,8 @@ def test_defaults_are_the_documented_ones(conf) -> None:
         "received_header": "all",
         "vrfy": False,
         "expn": False,
+        "xclient_hosts": [],
+        "xforward_hosts": [],
     }
     assert attrs.asdict(config.tls) == {
         "certificate": "",
@@ -471,7 +480,8 @@ def test_unknown_listener_key(conf) -> None:
     conf.write("10-l.toml", '[listeners.mta]\nport = 25\nadress = "::"\n')
     assert errors_of(conf) == [
         f"{conf.file('10-l.toml')}: listeners.mta.adress: unknown key 'adress' (expected "
-        "one of: address, auth, banner, enabled, limits, max_sessions, port, smtp, tls, tls_mode)"
+        "one of: address, auth, banner, enabled, limits, max_sessions, port, proxy_protocol, "
+        "proxy_timeout, proxy_trusted_networks, smtp, tls, tls_mode)"
     ]
 
 
@@ -480,7 +490,8 @@ def test_unknown_key_in_listener_override_names_the_later_file(conf) -> None:
     conf.write("60-local.toml", "[listeners.mta.smtp]\nverify = true\n")
     assert errors_of(conf) == [
         f"{conf.file('60-local.toml')}: listeners.mta.smtp.verify: unknown key 'verify' "
-        "(expected one of: bare_linefeed, expn, received_header, vrfy)"
+        "(expected one of: bare_linefeed, expn, received_header, vrfy, xclient_hosts, "
+        "xforward_hosts)"
     ]
 
 

@@ -41,6 +41,11 @@ def test_redis_settings_are_read(conf) -> None:
     ('timeout = "0s"', "server.state.timeout: expected a duration longer than 0s"),
     ("max_keys = 10", "server.state.max_keys: expected an integer of at least 1000"),
     ("maxkeys = 10", "server.state.maxkeys: unknown key"),
+    ('redis_mode = "replicated"', "server.state.redis_mode: expected one of"),
+    ('redis_mode = "sentinel"', 'server.state.redis_nodes: expected the Sentinels as "host:port"'),
+    ('redis_mode = "cluster"', 'server.state.redis_nodes: expected the seed nodes'),
+    ('redis_nodes = ["10.0.0.5"]', 'server.state.redis_nodes[0]: expected a "host:port"'),
+    ('redis_tls_ca = "/nonexistent/ca.pem"', "server.state.redis_tls_ca: expected an existing"),
 ])
 def test_errors_name_file_key_and_expectation(conf, line: str, expected: str) -> None:
     conf.write("10-state.toml", f"[server.state]\n{line}\n")
@@ -48,3 +53,17 @@ def test_errors_name_file_key_and_expectation(conf, line: str, expected: str) ->
         load_config(conf.path)
     assert any(e.startswith(conf.file("10-state.toml") + ": " + expected)
                for e in caught.value.errors), caught.value.errors
+
+
+def test_sentinel_and_cluster_settings_are_read(conf) -> None:
+    conf.write("10-state.toml", """
+        [server.state]
+        backend = "redis"
+        redis_mode = "sentinel"
+        redis_nodes = ["10.0.0.5:26379", "[2001:db8::5]:26379"]
+        redis_service = "counters"
+        redis_tls = true
+    """)
+    state = load_config(conf.path).server.state
+    assert (state.redis_mode, state.redis_nodes, state.redis_service, state.redis_tls) == (
+        "sentinel", ["10.0.0.5:26379", "[2001:db8::5]:26379"], "counters", True)

@@ -36,17 +36,34 @@ def eventually(check, timeout: float = 5.0) -> bool:
     return check()
 
 
-@pytest.fixture(params=["local", "redis"])
+def redis_settings(request, kind: str) -> State:
+    """``[server.state]`` for one of the real Redis topologies (tests/redis_topologies.py)."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    if kind == "redis":
+        return State(backend="redis", redis_url=request.getfixturevalue("redis_server").url,
+                     key_prefix=prefix)
+    if kind == "redis-sentinel":
+        sentinel = request.getfixturevalue("redis_sentinel")
+        return State(backend="redis", redis_mode="sentinel", redis_nodes=sentinel["nodes"],
+                     redis_service=sentinel["service"], key_prefix=prefix)
+    if kind == "redis-cluster":
+        return State(backend="redis", redis_mode="cluster", key_prefix=prefix,
+                     redis_nodes=request.getfixturevalue("redis_cluster"))
+    tls = request.getfixturevalue("redis_tls")
+    return State(backend="redis", redis_url=tls["url"], redis_tls_ca=tls["ca"],
+                 redis_tls_certificate=tls["certificate"], redis_tls_key=tls["key"],
+                 key_prefix=prefix)
+
+
+@pytest.fixture(params=["local", "redis", "redis-sentinel", "redis-cluster", "redis-tls"])
 def counters(request) -> Counters:
     if request.param == "local":
         yield LocalCounters(LocalTable())
     else:
-        server = request.getfixturevalue("redis_server")
         from appliance.clients.redis import RedisCounters
 
-        settings = State(backend="redis", redis_url=server.url,
-                         key_prefix=f"test-{uuid.uuid4().hex[:8]}:")
-        store = RedisCounters(settings, fallback=None)  # an outage would raise
+        store = RedisCounters(redis_settings(request, request.param),
+                              fallback=None)  # an outage would raise
         yield store
         store.client.close()
 

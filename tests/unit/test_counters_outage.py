@@ -131,3 +131,36 @@ def test_sessions_of_a_crashed_appliance_stop_counting_in_redis(
         survivor.leave("sessions:192.0.2.1")
         assert time.monotonic() < deadline, "the crashed appliance's sessions still count"
         time.sleep(0.1)
+
+
+def test_sentinel_failover_moves_the_counters_to_the_new_master(redis_sentinel, caplog):
+    """A real Sentinel promotes the replica: after at most one failing call the store
+    counts on the new master, with what was replicated to it."""
+    caplog.set_level(logging.INFO, logger="smtp_appliance")
+    sentinel, service = redis_sentinel["sentinel"], redis_sentinel["service"]
+    settings = State(backend="redis", redis_mode="sentinel", redis_nodes=redis_sentinel["nodes"],
+                     redis_service=service, key_prefix="failover:",
+                     retry_interval=Duration("100ms"))
+    store = RedisCounters(settings, fallback=LocalCounters(LocalTable()))
+    try:
+        assert store.hit("ip:192.0.2.1", 60, fail="closed") == 1
+        before = int(sentinel.sentinel_get_master_addr_by_name(service)[1])
+        import redis
+
+        replica = next(port for port in (redis_sentinel["master"], redis_sentinel["replica"])
+                       if port != before)
+        with redis.Redis(port=replica, socket_timeout=5) as copy:
+            deadline = time.monotonic() + 10  # the count reaches the replica
+            while not list(copy.scan_iter(match="failover:win:*")):
+                assert time.monotonic() < deadline, "not replicated"
+                time.sleep(0.05)
+        sentinel.sentinel_failover(service)
+        deadline = time.monotonic() + 20
+        while sentinel.sentinel_master(service)["port"] == before:  # what clients ask
+            assert time.monotonic() < deadline, "no failover"
+            time.sleep(0.1)
+        assert until_back(store) == 1  # on the new master (a key of its own)
+        assert store.hit("ip:192.0.2.1", 60, fail="closed") == 2  # replicated, and on
+        assert store.client.connection_pool.get_master_address()[1] != before
+    finally:
+        store.client.close()
