@@ -11,10 +11,17 @@ Commit: write ID.msg and ID.json in tmp/, fsync both, rename the .msg then the
 in queue/ (committed: the client may have had its 250) or no .json (never
 acknowledged: removed by :meth:`Spool.recover`). Nothing here imports gevent;
 the server runs :meth:`Spool.commit` in a thread so fsync blocks no session.
+
+Several processes share one spool (the server's workers, the delivery service, a
+second server started by mistake): a writer holds an exclusive ``flock`` on each
+file from its creation until it is renamed into place, and :meth:`Spool.recover`
+removes only files whose lock is free and which are older than a grace period (the
+grace covers the instant between a file's creation and its lock).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -30,6 +37,9 @@ from appliance.mail.message import Message
 #: Raised when a field changes meaning; 2: ``checks`` holds one object per check and
 #: the client's reverse name moved there (``checks["reverse-dns"].name``).
 FORMAT_VERSION = 2
+
+#: Seconds a file must be older than before :meth:`Spool.recover` may remove it.
+RECOVER_GRACE = 60.0
 
 
 def new_queue_id() -> str:
@@ -61,15 +71,14 @@ class Spool:
         probe.write_bytes(b"")
         probe.unlink()
 
-    def recover(self) -> list[str]:
-        """Remove what a crash left half-done; returns the names removed."""
+    def recover(self, grace: float = RECOVER_GRACE) -> list[str]:
+        """Remove what a crashed writer left half-done (files in tmp/, a queue/ .msg
+        without its .json); returns the names removed. A file another running process
+        is still writing is locked by it, and left alone."""
+        orphans = [p for p in self.queue.glob("*.msg") if not p.with_suffix(".json").exists()]
         removed = []
-        for p in self.tmp.iterdir():
-            p.unlink(missing_ok=True)
-            removed.append(str(p))
-        for p in self.queue.glob("*.msg"):
-            if not p.with_suffix(".json").exists():
-                p.unlink(missing_ok=True)
+        for p in [*self.tmp.iterdir(), *orphans]:
+            if _remove_if_abandoned(p, time.time() - grace):
                 removed.append(str(p))
         return removed
 
@@ -89,44 +98,49 @@ class Spool:
         or the OSError that kept it out (nothing of it is left behind)."""
         staged: list[tuple[Path, Path, Path, Path]] = []
         results: list[Path | OSError] = []
-        for queue_id, message, envelope in batch:
-            names = (self.tmp / f"{queue_id}.msg", self.tmp / f"{queue_id}.json",
-                     self.queue / f"{queue_id}.msg", self.queue / f"{queue_id}.json")
-            try:
-                self._stage(names[0], names[1], message, envelope)
-            except OSError as exc:
-                _unlink_quietly(names[0])
-                _unlink_quietly(names[1])
-                results.append(exc)
-                continue
-            staged.append(names)
-            results.append(names[2])
+        locks: list[Any] = []  # the staged files, open and locked until renamed
         try:
-            for msg_tmp, env_tmp, msg_final, env_final in staged:
-                os.rename(msg_tmp, msg_final)
-                os.rename(env_tmp, env_final)
-            if staged and self.fsync:
-                _fsync_dir(self.queue)
-        except OSError as exc:
-            for names in staged:
-                for p in (names[3], names[2], names[1], names[0]):
-                    _unlink_quietly(p)
-            return [r if isinstance(r, OSError) else exc for r in results]
-        return results
+            for queue_id, message, envelope in batch:
+                names = (self.tmp / f"{queue_id}.msg", self.tmp / f"{queue_id}.json",
+                         self.queue / f"{queue_id}.msg", self.queue / f"{queue_id}.json")
+                try:
+                    self._stage(names[0], names[1], message, envelope, locks)
+                except OSError as exc:
+                    _unlink_quietly(names[0])
+                    _unlink_quietly(names[1])
+                    results.append(exc)
+                    continue
+                staged.append(names)
+                results.append(names[2])
+            try:
+                for msg_tmp, env_tmp, msg_final, env_final in staged:
+                    os.rename(msg_tmp, msg_final)
+                    os.rename(env_tmp, env_final)
+                if staged and self.fsync:
+                    _fsync_dir(self.queue)
+            except OSError as exc:
+                for names in staged:
+                    for p in (names[3], names[2], names[1], names[0]):
+                        _unlink_quietly(p)
+                return [r if isinstance(r, OSError) else exc for r in results]
+            return results
+        finally:
+            for f in locks:
+                f.close()
 
     def _stage(self, msg_tmp: Path, env_tmp: Path, message: Message,
-               envelope: dict[str, Any]) -> None:
-        with open(msg_tmp, "xb") as out:
-            message.move_to(out)  # a staged body moves: its size once on disk, not twice
-            out.flush()
-            size = out.tell()
-            if self.fsync:
-                os.fsync(out.fileno())
-        with open(env_tmp, "xb") as out:
-            out.write(json.dumps({**envelope, "size": size}, separators=(",", ":")).encode())
-            out.flush()
-            if self.fsync:
-                os.fsync(out.fileno())
+               envelope: dict[str, Any], locks: list[Any]) -> None:
+        out = locked_create(msg_tmp, locks)
+        message.move_to(out)  # a staged body moves: its size once on disk, not twice
+        out.flush()
+        size = out.tell()
+        if self.fsync:
+            os.fsync(out.fileno())
+        out = locked_create(env_tmp, locks)
+        out.write(json.dumps({**envelope, "size": size}, separators=(",", ":")).encode())
+        out.flush()
+        if self.fsync:
+            os.fsync(out.fileno())
 
     # --- reading (the queue CLI, next stages) --------------------------------------
 
@@ -162,6 +176,34 @@ class Spool:
         _unlink_quietly(self.queue / f"{queue_id}.msg")
         if self.fsync:
             _fsync_dir(self.queue)
+
+
+def locked_create(path: Path, locks: list[Any]) -> Any:
+    """Create ``path`` (it must not exist) and lock it for as long as it stays open;
+    the open file is appended to ``locks`` for the caller to close."""
+    out = open(path, "xb")  # noqa: SIM115 - closed by the caller, after the rename
+    locks.append(out)
+    fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+    return out
+
+
+def _remove_if_abandoned(path: Path, older_than: float) -> bool:
+    """Unlink ``path`` if no process holds its lock and it was last changed before
+    ``older_than`` (a time); False when it is in use, young or gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_mtime >= older_than:
+            return False
+        path.unlink()
+        return True
+    except OSError:  # locked by a running writer, or removed meanwhile
+        return False
+    finally:
+        os.close(fd)
 
 
 def _valid_id(queue_id: str) -> bool:
