@@ -5,6 +5,7 @@ Layout under the queue directory::
     tmp/             staging (spilled bodies, files being committed)
     queue/ID.msg     the message as received, our Received field on top
     queue/ID.json    the envelope; its presence is the commit mark
+    queue/ID.state   the delivery state: one JSON object a line, appended and fsynced
 
 Commit: write ID.msg and ID.json in tmp/, fsync both, rename the .msg then the
 .json into queue/, fsync queue/. A crash at any instant leaves either both files
@@ -75,7 +76,8 @@ class Spool:
         """Remove what a crashed writer left half-done (files in tmp/, a queue/ .msg
         without its .json); returns the names removed. A file another running process
         is still writing is locked by it, and left alone."""
-        orphans = [p for p in self.queue.glob("*.msg") if not p.with_suffix(".json").exists()]
+        orphans = [p for pattern in ("*.msg", "*.state") for p in self.queue.glob(pattern)
+                   if not p.with_suffix(".json").exists()]
         removed = []
         for p in [*self.tmp.iterdir(), *orphans]:
             if _remove_if_abandoned(p, time.time() - grace):
@@ -174,8 +176,46 @@ class Spool:
             raise KeyError(queue_id)
         (self.queue / f"{queue_id}.json").unlink()
         _unlink_quietly(self.queue / f"{queue_id}.msg")
+        _unlink_quietly(self.queue / f"{queue_id}.state")
         if self.fsync:
             _fsync_dir(self.queue)
+
+    # --- delivery state (appliance/delivery/state.py reads it) ----------------------
+
+    def state_path(self, queue_id: str) -> Path:
+        return self.queue / f"{queue_id}.state"
+
+    def append_state(self, queue_id: str, records: list[dict[str, Any]]) -> None:
+        """Append records to the message's state file and make them durable (the
+        file, and the directory when the file is new) before returning."""
+        if not _valid_id(queue_id) or not (self.queue / f"{queue_id}.json").exists():
+            raise KeyError(queue_id)
+        data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+        path = self.state_path(queue_id)
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, data)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created and self.fsync:
+            _fsync_dir(self.queue)
+
+    def read_state(self, queue_id: str) -> list[dict[str, Any]]:
+        """The records of the state file; a last line torn by a crash is ignored."""
+        try:
+            data = self.state_path(queue_id).read_bytes()
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in data.split(b"\n"):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
 
 
 def locked_create(path: Path, locks: list[Any]) -> Any:

@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     cc = sub.add_parser("check-config", help="validate the configuration and summarise it")
     cc.add_argument("--listener", help="print the effective settings of this listener")
     sub.add_parser("plugins", help="list installed plugins, their hooks and order")
+    sub.add_parser("deliver", help="run the delivery service alone, in the foreground")
     q = sub.add_parser("queue", help="inspect the spool (list, show, delete, count)")
     q.add_argument("--spool", metavar="DIR", help=SPOOL_HELP)
     qs = q.add_subparsers(dest="action", required=True)
@@ -91,11 +92,29 @@ def _run(args: argparse.Namespace) -> int:
         return _check_config(config_dir, found, args.listener)
     if args.command == "plugins":
         return _plugins(config_dir, found)
+    if args.command == "deliver":
+        return _deliver(config_dir, found)
     if args.command == "users":
         return cli_users.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
     if args.command == "bans":
         return _bans(config_dir, found, args)
     return _queue(config_dir, found, args)
+
+
+def _deliver(config_dir: str, found) -> int:
+    from appliance import logs
+    from appliance.delivery.service import main as deliver
+
+    try:
+        config = load_config(config_dir, **loader_inputs(found))
+        logs.setup(config.logging)
+        return deliver(config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"smtp-appliance: cannot start the delivery service: {exc}", file=sys.stderr)
+        return 1
 
 
 def _bans(config_dir: str, found, args) -> int:

@@ -218,10 +218,22 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     # `smtp-appliance bans` reaches the local counters table through this socket.
     server.state.open_control(control_path(server.runtime.config.queue.directory))
     workers = server.runtime.config.server.workers or os.cpu_count() or 1
+    delivery = start_delivery(config_dir, server.runtime.config)
     try:
         if workers == 1:
             server.serve()
             return 0
         return prefork.supervise(server, workers)
     finally:
+        if delivery:
+            delivery.stop()
         server.state.close_control()
+
+
+def start_delivery(config_dir: str | Path, config):
+    """The delivery service's process, when [delivery] has next hops (docs/delivery.md)."""
+    if not (config.delivery.enabled and config.delivery.next_hops):
+        return None
+    from appliance.delivery.process import DeliveryProcess
+
+    return DeliveryProcess(config_dir)
