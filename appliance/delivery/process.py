@@ -3,7 +3,9 @@ after the spool is prepared, restarted if it dies, stopped with the server."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import gevent
 
 from appliance import logs
+
+PR_SET_PDEATHSIG = 1
 
 
 class DeliveryProcess:
@@ -26,9 +30,11 @@ class DeliveryProcess:
 
     def _watch(self) -> None:
         while not self.stopping:
-            self.proc = subprocess.Popen(self.argv)
+            self.proc = subprocess.Popen(self.argv, preexec_fn=_die_with_parent)
             logs.event("delivery_process", pid=self.proc.pid)
-            status = self.proc.wait()
+            while self.proc.poll() is None and _exists(self.proc.pid):
+                gevent.sleep(0.5)  # not wait(): the pre-fork supervisor may reap it
+            status = self.proc.returncode
             if self.stopping or os.getpid() != self.owner:
                 return
             logs.event("delivery_died", level=40, pid=self.proc.pid, status=status)
@@ -45,3 +51,21 @@ class DeliveryProcess:
                 proc.kill()
                 proc.wait()
         self.watcher.kill()
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the server dies, even by kill -9 (Linux's
+    PR_SET_PDEATHSIG), so no orphan delivers beside the next server's service."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -15,6 +15,7 @@ the disk is delivered again: at most once more per crash.
 
 from __future__ import annotations
 
+import fcntl
 import math
 import signal
 import socket
@@ -39,6 +40,8 @@ from appliance.spool import QueuedMessage, Spool, new_queue_id
 
 #: The delivery service runs the spool's recovery this often (docs/spool.md).
 RECOVER_EVERY = 60.0
+#: Held (flock) by the one delivery service of a spool, in the spool's directory.
+LOCK_FILE = "delivery.lock"
 
 
 @define
@@ -325,8 +328,17 @@ def _timestamp(iso: str | None) -> float | None:
 
 
 def main(config: Any) -> int:
-    """``smtp-appliance deliver``: run the service until SIGTERM."""
+    """``smtp-appliance deliver``: run the service until SIGTERM. One delivery
+    service per spool: a second one waits for the first's lock (a respawned service
+    waits until the one it replaces is really gone)."""
     spool = Spool(config.queue.directory, fsync=config.queue.fsync)
     spool.prepare()
-    Service(config.delivery, spool).run()
+    with open(spool.directory / LOCK_FILE, "a+b") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logs.event("delivery_waiting", level=30, lock=str(spool.directory / LOCK_FILE),
+                       note="another delivery service runs on this spool")
+            gevent.get_hub().threadpool.apply(fcntl.flock, (lock.fileno(), fcntl.LOCK_EX))
+        Service(config.delivery, spool).run()
     return 0

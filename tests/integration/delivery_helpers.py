@@ -17,12 +17,14 @@ maximal_backoff = "2s"
 """
 
 
-def lmtp_config(lmtp, extra: str = "", address: str | None = None) -> str:
+def lmtp_config(lmtp, extra: str = "", address: str | None = None, hop: str = "") -> str:
+    """[delivery] with ``extra`` keys, everything to ``lmtp`` (with ``hop`` keys)."""
     return FAST + extra + f"""
 default = "dovecot"
 [delivery.next_hops.dovecot]
 protocol = "lmtp"
 address = "{address or lmtp.unix}"
+{hop}
 """
 
 
