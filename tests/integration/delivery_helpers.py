@@ -17,9 +17,16 @@ maximal_backoff = "2s"
 """
 
 
+def fast(extra: str = "") -> str:
+    """FAST with ``extra`` keys of [delivery], which replace FAST's own."""
+    keys = {line.split("=")[0].strip() for line in extra.splitlines() if "=" in line}
+    kept = [line for line in FAST.splitlines() if line.split("=")[0].strip() not in keys]
+    return "\n".join(kept) + "\n" + extra
+
+
 def lmtp_config(lmtp, extra: str = "", address: str | None = None, hop: str = "") -> str:
     """[delivery] with ``extra`` keys, everything to ``lmtp`` (with ``hop`` keys)."""
-    return FAST + extra + f"""
+    return fast(extra) + f"""
 default = "dovecot"
 [delivery.next_hops.dovecot]
 protocol = "lmtp"
@@ -54,3 +61,31 @@ def states(spool: Path) -> dict[str, list[dict]]:
     """Every message's state records, by queue id."""
     return {p.stem: [json.loads(line) for line in p.read_text().splitlines() if line]
             for p in (spool / "queue").glob("*.state")}
+
+
+def commit(spool_dir: Path, sender: str, rcpts: list[str], body: bytes, **fields) -> str:
+    """Put a message into the spool as the server's queue commit does, with
+    envelope ``fields`` (quarantine, delay_until...) a plugin would have set."""
+    from appliance.mail.message import Message, MessageReader
+    from appliance.spool import Spool, new_queue_id
+
+    spool = Spool(spool_dir)
+    spool.prepare()
+    reader = MessageReader(str(spool.tmp), 10**7, 10**6)
+    reader.feed(body)
+    reader.finish()
+    qid = new_queue_id()
+    envelope = {
+        "version": 2, "queue_id": qid, "session_id": "",
+        "received_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "listener": {"name": "test", "ip": "127.0.0.1", "port": 25},
+        "client": {"ip": "127.0.0.1", "port": 1, "helo": "test", "esmtp": True,
+                   "auth_user": None, "tls": None},
+        "mail_from": {"address": sender, "params": {}},
+        "recipients": [{"address": r, "params": {}, "folder": "INBOX", "relay_host": ""}
+                       for r in rcpts],
+        "dsn": {"ret": None, "envid": None}, "delay_until": None, "quarantine": None,
+        "checks": {}, "trace": [], **fields,
+    }
+    spool.commit(qid, Message(reader.headers, reader.body), envelope)
+    return qid

@@ -11,7 +11,7 @@ from bench.private_postfix import unavailable_reason
 from tests.lmtp_fixture import DOMAIN
 from tests.postfix_nexthop import PostfixNextHop
 
-from .delivery_helpers import FAST, message, send, states, wait_until
+from .delivery_helpers import fast, message, send, states, wait_until
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def postfix(lmtp, certs):
 
 
 def smtp_config(postfix, certs, extra: str = "", starttls: str = "verify") -> str:
-    return FAST + extra + f"""
+    return fast(extra) + f"""
 domains = {{"{DOMAIN}" = "postfix"}}
 [delivery.next_hops.postfix]
 protocol = "smtp"
