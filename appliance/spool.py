@@ -119,7 +119,7 @@ class Spool:
                     os.rename(msg_tmp, msg_final)
                     os.rename(env_tmp, env_final)
                 if staged and self.fsync:
-                    _fsync_dir(self.queue)
+                    fsync_dir(self.queue)
             except OSError as exc:
                 for names in staged:
                     for p in (names[3], names[2], names[1], names[0]):
@@ -178,7 +178,7 @@ class Spool:
         _unlink_quietly(self.queue / f"{queue_id}.msg")
         _unlink_quietly(self.queue / f"{queue_id}.state")
         if self.fsync:
-            _fsync_dir(self.queue)
+            fsync_dir(self.queue)
 
     # --- delivery state (appliance/delivery/state.py reads it) ----------------------
 
@@ -201,7 +201,7 @@ class Spool:
         finally:
             os.close(fd)
         if created and self.fsync:
-            _fsync_dir(self.queue)
+            fsync_dir(self.queue)
 
     def read_state(self, queue_id: str) -> list[dict[str, Any]]:
         """The records of the state file; a last line torn by a crash is ignored."""
@@ -250,7 +250,7 @@ def _valid_id(queue_id: str) -> bool:
     return queue_id.isalnum() and 0 < len(queue_id) <= 64
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -31,7 +31,7 @@ from gevent.queue import Empty, Queue
 
 from appliance import logs
 from appliance.config.delivery import Delivery, NextHop
-from appliance.delivery import dsn
+from appliance.delivery import dsn, maildir
 from appliance.delivery.routing import route
 from appliance.delivery.state import MessageState, backoff, fold
 from appliance.delivery.transport import Connection, NextHopError, Reply
@@ -208,6 +208,13 @@ class Service:
         rcpts = [(i, env["recipients"][i]) for i in job.rcpts]
         replies: dict[int, Reply] = {}
         relay = hq.name
+        if hq.hop.protocol == "maildir":
+            pool = gevent.get_hub().threadpool
+            replies = {i: pool.apply(maildir.deliver, (hq.hop, r["address"], r.get("folder", ""),
+                                                       job.message.message_path, self.spool.fsync))
+                       for i, r in rcpts}
+            self._record_and_finish(job, f"{hq.name}[maildir]", replies)
+            return None
         try:
             if conn is None:
                 conn = Connection(hq.name, hq.hop, self.config)
