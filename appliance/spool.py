@@ -193,8 +193,11 @@ class Spool:
         data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
         path = self.state_path(queue_id)
         created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         try:
+            end = os.fstat(fd).st_size
+            if end and os.pread(fd, 1, end - 1) != b"\n":
+                data = b"\n" + data  # after a line a crash cut short: a line of its own
             os.write(fd, data)
             if self.fsync:
                 os.fsync(fd)

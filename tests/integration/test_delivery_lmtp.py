@@ -81,3 +81,20 @@ def test_notify_success_gets_a_delivered_dsn(make_appliance, lmtp):
     assert per_rcpt["Action"] == "delivered" and per_rcpt["Status"].startswith("2.")
     assert report.get_payload()[2].get_content_type() == "text/rfc822-headers"
 
+
+
+def test_notify_delay_gets_one_delayed_dsn(make_appliance, lmtp):
+    lmtp.stop()
+    app = make_appliance(lmtp_config(lmtp, 'delay_warning = "1s"\n'))
+    send(app, f"carol@{DOMAIN}", [f"alice@{DOMAIN}"], message(1),
+         rcpt_options=["NOTIFY=DELAY,FAILURE"])
+    wait_until(lambda: "action=delayed" in app.log() and app.log().count(" deferred ") >= 3,
+               log=app.log)
+    lmtp.start()
+    wait_until(lambda: lmtp.messages("alice") and lmtp.messages("carol") and not app.queued(),
+               log=app.log)
+    (report,) = lmtp.messages("carol")  # one notice, though deferred several times
+    per_rcpt = report.get_payload()[1].get_payload()[1]
+    assert per_rcpt["Action"] == "delayed" and per_rcpt["Status"] == "4.4.1"
+    assert per_rcpt["Will-Retry-Until"]
+    assert report.get_payload()[2].get_content_type() == "text/rfc822-headers"
