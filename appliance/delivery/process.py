@@ -25,6 +25,7 @@ class DeliveryProcess:
                      "deliver"]
         self.proc: subprocess.Popen | None = None
         self.stopping = False
+        self.restarting = False
         self.owner = os.getpid()  # a pre-forked worker inherits this greenlet: not its job
         self.watcher = gevent.spawn(self._watch)
 
@@ -37,8 +38,19 @@ class DeliveryProcess:
             status = self.proc.returncode
             if self.stopping or os.getpid() != self.owner:
                 return
+            if self.restarting:
+                self.restarting = False
+                continue
             logs.event("delivery_died", level=40, pid=self.proc.pid, status=status)
             gevent.sleep(1)
+
+    def restart(self) -> None:
+        """After a reload: the service ends its transactions, stops, and starts again
+        with the new configuration."""
+        if os.getpid() != self.owner or self.proc is None or self.proc.poll() is not None:
+            return
+        self.restarting = True
+        self.proc.terminate()
 
     def stop(self, timeout: float = 35.0) -> None:
         self.stopping = True

@@ -51,6 +51,7 @@ class Job:
     message: QueuedMessage
     state: MessageState
     rcpts: list[int]
+    recorded: bool = False  # its outcome went through _record_and_finish
 
 
 @define
@@ -197,7 +198,16 @@ class Service:
                     break
                 finally:
                     hq.idle -= 1
-                conn = self._attempt(hq, conn, job)
+                try:
+                    conn = self._attempt(hq, conn, job)
+                except Exception:  # noqa: BLE001 - a bug must not strand the message
+                    logs.log.exception("delivery_failed queue_id=%s", job.message.queue_id)
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+                    if not job.recorded:
+                        error = NextHopError("internal error in the delivery service", "4.3.0")
+                        self._record_and_finish(job, hq.name, error.reply_all(job.rcpts))
         finally:
             hq.workers -= 1
             if conn is not None:
@@ -234,6 +244,7 @@ class Service:
 
     def _record_and_finish(self, job: Job, relay: str, replies: dict[int, Reply],
                            passed_dsn: bool = False) -> None:
+        job.recorded = True
         try:
             self.record(job, relay, replies, passed_dsn)
         except OSError as exc:  # the spool cannot be written: try again later
@@ -340,6 +351,13 @@ def main(config: Any) -> int:
     waits until the one it replaces is really gone)."""
     spool = Spool(config.queue.directory, fsync=config.queue.fsync)
     spool.prepare()
+    if not (config.delivery.enabled and config.delivery.next_hops):
+        logs.event("delivery_off", level=30, note="[delivery] has no next_hops or is disabled")
+        stop = Event()
+        gevent.signal_handler(signal.SIGTERM, stop.set)
+        gevent.signal_handler(signal.SIGINT, stop.set)
+        stop.wait()
+        return 0
     with open(spool.directory / LOCK_FILE, "a+b") as lock:
         try:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -60,6 +60,7 @@ class Server:
         self.share = 1  # how many workers share the session limit
         self.stress = Stress(self.sessions.values)
         self.stopped = Event()
+        self.delivery = None  # the delivery service's process (start_delivery)
 
     # --- start ------------------------------------------------------------------------
 
@@ -152,6 +153,8 @@ class Server:
                        note="new or moved listeners take effect after a restart")
         new.spool.prepare()
         self.runtime = new
+        if self.delivery is not None:
+            self.delivery.restart()  # it reads the new configuration as it starts
         if not quiet:
             logs.event("reloaded", config_dir=str(self.config_dir))
 
@@ -218,7 +221,7 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     # `smtp-appliance bans` reaches the local counters table through this socket.
     server.state.open_control(control_path(server.runtime.config.queue.directory))
     workers = server.runtime.config.server.workers or os.cpu_count() or 1
-    delivery = start_delivery(config_dir, server.runtime.config)
+    delivery = server.delivery = start_delivery(config_dir, server.runtime.config)
     try:
         if workers == 1:
             server.serve()

@@ -5,6 +5,7 @@ hangs or drops a connection on cue); the one behaving as a server is Dovecot."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import socketserver
 import threading
@@ -111,3 +112,15 @@ def test_next_hop_down_defers_with_the_reason_then_delivers(make_appliance, lmtp
     lmtp.start()
     wait_until(lambda: len(lmtp.messages("alice")) == 1 and len(lmtp.messages("bob")) == 1
                and not app.queued(), log=app.log)
+
+
+def test_sighup_restarts_the_service_with_the_new_next_hops(make_appliance, lmtp):
+    nobody = free_port()  # nothing listens there
+    app = make_appliance(lmtp_config(lmtp, address=f"inet:127.0.0.1:{nobody}"))
+    send(app, "a@example.org", [f"alice@{DOMAIN}"], message(1))
+    wait_until(lambda: " deferred " in app.log(), log=app.log)
+    (app.config_dir / "50-extra.toml").write_text(lmtp_config(lmtp))
+    app.signal(signal.SIGHUP)
+    wait_until(lambda: lmtp.messages("alice") and not app.queued(), log=app.log)
+    assert app.log().count("delivery_process") == 2
+    assert "delivery_died" not in app.log()
