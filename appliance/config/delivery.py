@@ -55,6 +55,11 @@ class Delivery:
     #: domain -> next hop name
     domains: dict[str, str] = field(factory=dict)
     next_hops: dict[str, NextHop] = field(factory=dict)
+    #: listener name -> next hop (lmtp or smtp) its messages go to before queue
+    before_queue: dict[str, str] = field(factory=dict)
+    #: before queue, some recipients refused or deferred by the next hop: keep the
+    #: message for them in the spool and answer 250, or answer 451 for all
+    before_queue_partial: Literal["spool", "tmpfail"] = "spool"
     #: the name given in LHLO/EHLO and as Reporting-MTA of DSNs; "" = this host's name
     hostname: str = ""
     #: how often the spool is looked at for new messages and due retries
@@ -89,6 +94,12 @@ def route_problems(delivery: Delivery) -> list[tuple[tuple[str, ...], str]]:
         if name not in hops:
             found.append((path, f"expected the name of a [delivery.next_hops] table "
                                 f"({valid}) (got {name!r})"))
+    for listener, name in delivery.before_queue.items():
+        path = ("delivery", "before_queue", listener)
+        if name not in hops or hops[name].protocol == "maildir":
+            lmtp_smtp = ", ".join(sorted(n for n, h in hops.items() if h.protocol != "maildir"))
+            found.append((path, f"expected the name of an lmtp or smtp next hop "
+                                f"({lmtp_smtp or 'none configured'}) (got {name!r})"))
     for name, hop in hops.items():
         path = ("delivery", "next_hops", name)
         if hop.protocol == "maildir" and not hop.directory:

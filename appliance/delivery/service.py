@@ -229,7 +229,8 @@ class Service:
             if conn is None:
                 conn = Connection(hq.name, hq.hop, self.config)
             relay = conn.where
-            replies = conn.send(env, rcpts, job.message.message_path, job.message.size)
+            with open(job.message.message_path, "rb") as lines:
+                replies = conn.send(env, rcpts, lines, job.message.size)
         except NextHopError as exc:
             partial = getattr(exc, "partial", {})
             replies = {**exc.reply_all(job.rcpts), **partial}

@@ -132,13 +132,13 @@ class Connection:
         return not self.lmtp and self.smtp.has_extn("dsn")
 
     def send(self, envelope: dict[str, Any], rcpts: list[tuple[int, dict[str, Any]]],
-             message_path: Path, size: int) -> dict[int, Reply]:
+             lines: Iterable[bytes], size: int) -> dict[int, Reply]:
         """One transaction: a reply for every recipient given. Raises NextHopError
         when the connection fails before every recipient has its reply (those that
-        have one are in ``exc.partial``)."""
+        have one are in ``exc.partial``). ``lines``: the message, line by line."""
         replies: dict[int, Reply] = {}
         try:
-            self._transaction(envelope, rcpts, message_path, size, replies)
+            self._transaction(envelope, rcpts, lines, size, replies)
         except (OSError, smtplib.SMTPException) as exc:
             self.clean = False
             error = NextHopError(f"lost connection with {self.where}: {_why(exc)}")
@@ -146,7 +146,7 @@ class Connection:
             raise error from exc
         return replies
 
-    def _transaction(self, envelope, rcpts, message_path, size, replies) -> None:
+    def _transaction(self, envelope, rcpts, lines, size, replies) -> None:
         smtp = self.smtp
         if not self.clean:
             smtp.rset()
@@ -172,9 +172,8 @@ class Connection:
             replies.update((i, reply) for i in accepted)
             return
         smtp.sock.settimeout(self.config.data_timeout)
-        with open(message_path, "rb") as f:
-            for chunk in _dot_stuffed(f):
-                smtp.sock.sendall(chunk)
+        for chunk in _dot_stuffed(lines):
+            smtp.sock.sendall(chunk)
         for i in accepted if self.lmtp else accepted[:1]:
             code, text = smtp.getreply()
             replies[i] = Reply.parse(code, text)

@@ -124,3 +124,15 @@ def test_config_errors_name_the_key(tmp_path):
         "for protocol lmtp",
         f"{f}: delivery.next_hops.local.directory: expected a directory for protocol maildir",
     ]
+
+
+def test_before_queue_names_an_lmtp_or_smtp_next_hop(tmp_path):
+    (tmp_path / "10.toml").write_text(
+        '[delivery]\nbefore_queue = {"mta" = "local", "sub" = "gone"}\n'
+        '[delivery.next_hops.local]\nprotocol = "maildir"\ndirectory = "/var/mail"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    f = tmp_path / "10.toml"
+    expected = "expected the name of an lmtp or smtp next hop (none configured)"
+    assert info.value.errors == [f"{f}: delivery.before_queue.mta: {expected} (got 'local')",
+                                 f"{f}: delivery.before_queue.sub: {expected} (got 'gone')"]
