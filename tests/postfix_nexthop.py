@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from bench.private_postfix import PrivatePostfix
+from tests.integration.postfix import MASTER_CF as RELAY_MASTER_CF
 from tests.peers import free_port
 
 MAIN_CF = """\
@@ -49,28 +50,9 @@ smtpd_tls_received_header = yes
 smtpd_tls_loglevel = 1
 """
 
-MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
+# The relay's services, plus an smtpd on the port and the lmtp client.
+MASTER_CF = ("127.0.0.1:{port} inet n - n - - smtpd\n" + RELAY_MASTER_CF
+             + "lmtp      unix  -       -       n       -       -       lmtp\n")
 
 ACCESS = """\
 later@{domain} 450 4.2.0 Mailbox busy, try again later

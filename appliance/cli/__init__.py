@@ -68,23 +68,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     config_dir = args.config_dir_sub or args.config_dir
     found = discover()
-    if args.command == "serve":
-        from appliance.server.server import serve
-
-        try:
-            return serve(config_dir, found)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        except OSError as exc:
-            print(f"smtp-appliance: cannot start: {exc}", file=sys.stderr)
-            return 1
+    if args.command in ("serve", "deliver"):
+        return _start(args.command, config_dir, found)
     if args.command == "check-config":
         return _check_config(config_dir, found, args.listener)
     if args.command == "plugins":
         return _plugins(config_dir, found)
-    if args.command == "deliver":
-        return _deliver(config_dir, found)
     if args.command == "users":
         return cli_users.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
     if args.command == "bans":
@@ -92,19 +81,22 @@ def _run(args: argparse.Namespace) -> int:
     return cli_queue.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
 
 
-def _deliver(config_dir: str, found) -> int:
-    from appliance import logs
-    from appliance.delivery.service import main as deliver
-
+def _start(command: str, config_dir: str, found) -> int:
+    """``serve`` or ``deliver`` (the delivery service alone): a start-up error is
+    one line on stderr and status 1."""
     try:
-        config = load_config(config_dir, **loader_inputs(found))
-        logs.setup(config.logging)
-        return deliver(config)
+        if command == "serve":
+            from appliance.server.server import serve
+
+            return serve(config_dir, found)
+        from appliance.delivery.service import main as deliver
+
+        return deliver(load_config(config_dir, **loader_inputs(found)))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"smtp-appliance: cannot start the delivery service: {exc}", file=sys.stderr)
+        print(f"smtp-appliance: cannot start: {exc}", file=sys.stderr)
         return 1
 
 

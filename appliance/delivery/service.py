@@ -350,6 +350,7 @@ def main(config: Any) -> int:
     """``smtp-appliance deliver``: run the service until SIGTERM. One delivery
     service per spool: a second one waits for the first's lock (a respawned service
     waits until the one it replaces is really gone)."""
+    logs.setup(config.logging)
     spool = Spool(config.queue.directory, fsync=config.queue.fsync)
     spool.prepare()
     if not (config.delivery.enabled and config.delivery.next_hops):
