@@ -246,18 +246,24 @@ class Service:
     def _record_and_finish(self, job: Job, relay: str, replies: dict[int, Reply],
                            passed_dsn: bool = False) -> None:
         job.recorded = True
+        qid = job.message.queue_id
+        pause = 0.0
         try:
             self.record(job, relay, replies, passed_dsn)
-        except OSError as exc:  # the spool cannot be written: try again later
-            logs.event("state_failed", level=40, queue_id=job.message.queue_id, error=str(exc))
+        except OSError as exc:
+            # The spool cannot be written (disk full): not again at once, or every
+            # attempt would deliver a copy it cannot record.
+            logs.event("state_failed", level=40, queue_id=qid, error=str(exc))
+            pause = self.config.minimal_backoff
         except KeyError:  # deleted meanwhile (queue delete)
             pass
         finally:
-            qid = job.message.queue_id
             self.active[qid] -= 1
             if self.active[qid] <= 0:
                 del self.active[qid]
-                if not self.stopping.is_set():
+                if pause:
+                    self.waiting[qid] = (time.time() + pause, self._state_mtime(qid))
+                elif not self.stopping.is_set():
                     self.consider(qid, time.time())
 
     def record(self, job: Job, relay: str, replies: dict[int, Reply], passed_dsn: bool) -> None:
@@ -309,7 +315,7 @@ class Service:
         if bounces:
             pool.apply(self.spool.append_state, (qid, bounces))
         for name, rec, rcpt in events:
-            logs.event(name, level=20 if name == "delivered" else 30, queue_id=qid,
+            logs.event(name, queue_id=qid,
                        to=rcpt["address"], relay=relay, status=rec["status"],
                        reply=rec["reason"], delay=round(now - received, 1),
                        attempts=rec["attempts"])
