@@ -70,9 +70,13 @@ class PostfixNextHop(PrivatePostfix):
     def inet(self) -> str:
         return f"inet:127.0.0.1:{self.port}"
 
-    def start(self, cert: Path | None = None, key: Path | None = None  # type: ignore[override]
-              ) -> PostfixNextHop:
+    def start(self, cert: Path | None = None, key: Path | None = None,  # type: ignore[override]
+              sasl: str = "") -> PostfixNextHop:
+        """``sasl``: a Dovecot auth socket (inet:host:port) for AUTH, offered after TLS."""
         tls = TLS.format(cert=cert, key=key) if cert else ""
+        if sasl:
+            tls += (f"smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\n"
+                    f"smtpd_sasl_path = {sasl}\nsmtpd_tls_auth_only = yes\n")
         main = MAIN_CF.format(dir=self.dir, domain=self.domain, lmtp=self.lmtp_socket, tls=tls)
         super().start(main, MASTER_CF.format(port=self.port),
                       {"access": ACCESS.format(domain=self.domain)})

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from bench.private_postfix import unavailable_reason
+from tests.dovecot_fixture import PASSWORD, USER
 from tests.lmtp_fixture import DOMAIN
 from tests.postfix_nexthop import PostfixNextHop
 
@@ -89,3 +90,31 @@ def test_4xx_defers_with_backoff_5xx_bounces_and_expiry_bounces(make_appliance, 
     expired = reports[f"rfc822; later@{DOMAIN}", "failed", "4.4.7"]
     assert "450 4.2.0" in expired["Diagnostic-Code"]
     assert " expired " in app.log()
+
+
+def test_starttls_none_relays_in_plain_text(make_appliance, postfix, lmtp, certs):
+    app = make_appliance(smtp_config(postfix, certs, starttls="none"))
+    send(app, "a@example.org", [f"alice@{DOMAIN}"], message(1))
+    wait_until(lambda: lmtp.messages("alice") and not app.queued(), log=app.log)
+    received = lmtp.messages("alice")[0].get_all("Received")
+    assert any("with ESMTP " in r and "nexthop.test.example" in r for r in received)
+    assert "TLS connection established from" not in postfix.log()
+
+
+def test_auth_after_starttls(make_appliance, lmtp, dovecot, certs, tmp_path):
+    """AUTH against a Postfix that asks the private Dovecot (tests/dovecot_fixture.py)."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    hop = PostfixNextHop(lmtp.unix_socket, DOMAIN)
+    try:
+        hop.start(certs[0], certs[1], sasl=dovecot.inet)
+        secret = tmp_path / "relay.secret"
+        secret.write_text(PASSWORD + "\n")
+        extra = f'auth_user = "{USER}"\nauth_password_file = "{secret}"\n'
+        app = make_appliance(smtp_config(hop, certs) + extra)
+        send(app, "a@example.org", [f"alice@{DOMAIN}"], message(1))
+        wait_until(lambda: lmtp.messages("alice") and not app.queued(), log=app.log)
+        assert f"sasl_username={USER}" in hop.log()
+    finally:
+        hop.stop()
