@@ -5,16 +5,24 @@ Layout under the queue directory::
     tmp/             staging (spilled bodies, files being committed)
     queue/ID.msg     the message as received, our Received field on top
     queue/ID.json    the envelope; its presence is the commit mark
+    queue/ID.state   the delivery state: one JSON object a line, appended and fsynced
 
 Commit: write ID.msg and ID.json in tmp/, fsync both, rename the .msg then the
 .json into queue/, fsync queue/. A crash at any instant leaves either both files
 in queue/ (committed: the client may have had its 250) or no .json (never
 acknowledged: removed by :meth:`Spool.recover`). Nothing here imports gevent;
 the server runs :meth:`Spool.commit` in a thread so fsync blocks no session.
+
+Several processes share one spool (the server's workers, the delivery service, a
+second server started by mistake): a writer holds an exclusive ``flock`` on each
+file from its creation until it is renamed into place, and :meth:`Spool.recover`
+removes only files whose lock is free and which are older than a grace period (the
+grace covers the instant between a file's creation and its lock).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -30,6 +38,9 @@ from appliance.mail.message import Message
 #: Raised when a field changes meaning; 2: ``checks`` holds one object per check and
 #: the client's reverse name moved there (``checks["reverse-dns"].name``).
 FORMAT_VERSION = 2
+
+#: Seconds a file must be older than before :meth:`Spool.recover` may remove it.
+RECOVER_GRACE = 60.0
 
 
 def new_queue_id() -> str:
@@ -61,15 +72,15 @@ class Spool:
         probe.write_bytes(b"")
         probe.unlink()
 
-    def recover(self) -> list[str]:
-        """Remove what a crash left half-done; returns the names removed."""
+    def recover(self, grace: float = RECOVER_GRACE) -> list[str]:
+        """Remove what a crashed writer left half-done (files in tmp/, a queue/ .msg
+        without its .json); returns the names removed. A file another running process
+        is still writing is locked by it, and left alone."""
+        orphans = [p for pattern in ("*.msg", "*.state") for p in self.queue.glob(pattern)
+                   if not p.with_suffix(".json").exists()]
         removed = []
-        for p in self.tmp.iterdir():
-            p.unlink(missing_ok=True)
-            removed.append(str(p))
-        for p in self.queue.glob("*.msg"):
-            if not p.with_suffix(".json").exists():
-                p.unlink(missing_ok=True)
+        for p in [*self.tmp.iterdir(), *orphans]:
+            if _remove_if_abandoned(p, time.time() - grace):
                 removed.append(str(p))
         return removed
 
@@ -89,44 +100,49 @@ class Spool:
         or the OSError that kept it out (nothing of it is left behind)."""
         staged: list[tuple[Path, Path, Path, Path]] = []
         results: list[Path | OSError] = []
-        for queue_id, message, envelope in batch:
-            names = (self.tmp / f"{queue_id}.msg", self.tmp / f"{queue_id}.json",
-                     self.queue / f"{queue_id}.msg", self.queue / f"{queue_id}.json")
-            try:
-                self._stage(names[0], names[1], message, envelope)
-            except OSError as exc:
-                _unlink_quietly(names[0])
-                _unlink_quietly(names[1])
-                results.append(exc)
-                continue
-            staged.append(names)
-            results.append(names[2])
+        locks: list[Any] = []  # the staged files, open and locked until renamed
         try:
-            for msg_tmp, env_tmp, msg_final, env_final in staged:
-                os.rename(msg_tmp, msg_final)
-                os.rename(env_tmp, env_final)
-            if staged and self.fsync:
-                _fsync_dir(self.queue)
-        except OSError as exc:
-            for names in staged:
-                for p in (names[3], names[2], names[1], names[0]):
-                    _unlink_quietly(p)
-            return [r if isinstance(r, OSError) else exc for r in results]
-        return results
+            for queue_id, message, envelope in batch:
+                names = (self.tmp / f"{queue_id}.msg", self.tmp / f"{queue_id}.json",
+                         self.queue / f"{queue_id}.msg", self.queue / f"{queue_id}.json")
+                try:
+                    self._stage(names[0], names[1], message, envelope, locks)
+                except OSError as exc:
+                    _unlink_quietly(names[0])
+                    _unlink_quietly(names[1])
+                    results.append(exc)
+                    continue
+                staged.append(names)
+                results.append(names[2])
+            try:
+                for msg_tmp, env_tmp, msg_final, env_final in staged:
+                    os.rename(msg_tmp, msg_final)
+                    os.rename(env_tmp, env_final)
+                if staged and self.fsync:
+                    fsync_dir(self.queue)
+            except OSError as exc:
+                for names in staged:
+                    for p in (names[3], names[2], names[1], names[0]):
+                        _unlink_quietly(p)
+                return [r if isinstance(r, OSError) else exc for r in results]
+            return results
+        finally:
+            for f in locks:
+                f.close()
 
     def _stage(self, msg_tmp: Path, env_tmp: Path, message: Message,
-               envelope: dict[str, Any]) -> None:
-        with open(msg_tmp, "xb") as out:
-            message.move_to(out)  # a staged body moves: its size once on disk, not twice
-            out.flush()
-            size = out.tell()
-            if self.fsync:
-                os.fsync(out.fileno())
-        with open(env_tmp, "xb") as out:
-            out.write(json.dumps({**envelope, "size": size}, separators=(",", ":")).encode())
-            out.flush()
-            if self.fsync:
-                os.fsync(out.fileno())
+               envelope: dict[str, Any], locks: list[Any]) -> None:
+        out = locked_create(msg_tmp, locks)
+        message.move_to(out)  # a staged body moves: its size once on disk, not twice
+        out.flush()
+        size = out.tell()
+        if self.fsync:
+            os.fsync(out.fileno())
+        out = locked_create(env_tmp, locks)
+        out.write(json.dumps({**envelope, "size": size}, separators=(",", ":")).encode())
+        out.flush()
+        if self.fsync:
+            os.fsync(out.fileno())
 
     # --- reading (the queue CLI, next stages) --------------------------------------
 
@@ -160,15 +176,84 @@ class Spool:
             raise KeyError(queue_id)
         (self.queue / f"{queue_id}.json").unlink()
         _unlink_quietly(self.queue / f"{queue_id}.msg")
+        _unlink_quietly(self.queue / f"{queue_id}.state")
         if self.fsync:
-            _fsync_dir(self.queue)
+            fsync_dir(self.queue)
+
+    # --- delivery state (appliance/delivery/state.py reads it) ----------------------
+
+    def state_path(self, queue_id: str) -> Path:
+        return self.queue / f"{queue_id}.state"
+
+    def append_state(self, queue_id: str, records: list[dict[str, Any]]) -> None:
+        """Append records to the message's state file and make them durable (the
+        file, and the directory when the file is new) before returning."""
+        if not _valid_id(queue_id) or not (self.queue / f"{queue_id}.json").exists():
+            raise KeyError(queue_id)
+        data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+        path = self.state_path(queue_id)
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            end = os.fstat(fd).st_size
+            if end and os.pread(fd, 1, end - 1) != b"\n":
+                data = b"\n" + data  # after a line a crash cut short: a line of its own
+            os.write(fd, data)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created and self.fsync:
+            fsync_dir(self.queue)
+
+    def read_state(self, queue_id: str) -> list[dict[str, Any]]:
+        """The records of the state file; a last line torn by a crash is ignored."""
+        try:
+            data = self.state_path(queue_id).read_bytes()
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in data.split(b"\n"):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+
+def locked_create(path: Path, locks: list[Any]) -> Any:
+    """Create ``path`` (it must not exist) and lock it for as long as it stays open;
+    the open file is appended to ``locks`` for the caller to close."""
+    out = open(path, "xb")  # noqa: SIM115 - closed by the caller, after the rename
+    locks.append(out)
+    fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+    return out
+
+
+def _remove_if_abandoned(path: Path, older_than: float) -> bool:
+    """Unlink ``path`` if no process holds its lock and it was last changed before
+    ``older_than`` (a time); False when it is in use, young or gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_mtime >= older_than:
+            return False
+        path.unlink()
+        return True
+    except OSError:  # locked by a running writer, or removed meanwhile
+        return False
+    finally:
+        os.close(fd)
 
 
 def _valid_id(queue_id: str) -> bool:
     return queue_id.isalnum() and 0 < len(queue_id) <= 64
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -17,6 +17,7 @@ if [ ${#packages[@]} -eq 0 ]; then
     # shared counters' tests; swaks with libnet-ssleay-perl (its TLS) and
     # libauthen-sasl-perl, libdigest-hmac-perl (its DIGEST-MD5 and CRAM-MD5);
     # dovecot-core: the Dovecot SASL tests start a private dovecot;
+    # dovecot-lmtpd: the delivery tests' and bench/delivery.py's LMTP next hop;
     # libsasl2-modules: the Cyrus SASL client mechanisms of the Postfix relay test;
     # krb5-kdc, krb5-admin-server, krb5-user: the GSSAPI tests' private MIT KDC;
     # libkrb5-dev, gcc: to build python-gssapi (the gssapi extra);
@@ -29,7 +30,8 @@ if [ ${#packages[@]} -eq 0 ]; then
     # haproxy: the scale-out tests' load balancer (PROXY protocol, SMTP checks);
     # redis-sentinel: the shared counters' Sentinel tests.
     packages=(postfix swaks openssl procps redis-server libnet-ssleay-perl
-              libauthen-sasl-perl libdigest-hmac-perl dovecot-core libsasl2-modules
+              libauthen-sasl-perl libdigest-hmac-perl dovecot-core dovecot-lmtpd
+              libsasl2-modules
               krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc unbound postgrey
               opendkim clamav-daemon clamav-milter debhelper python3.11-venv rpm lintian
               haproxy redis-sentinel)

@@ -1,20 +1,18 @@
-"""The ``smtp-appliance`` command: serve, check-config, plugins, queue."""
+"""The ``smtp-appliance`` command: serve, deliver, check-config, plugins, queue."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
 
 from appliance.cli import bans as cli_bans
+from appliance.cli import queue as cli_queue
 from appliance.cli import report as cli_report
 from appliance.cli import stats as cli_stats
 from appliance.cli import users as cli_users
 from appliance.config import ConfigError, check_config, describe_listener, load_config
 from appliance.hooks.host import PluginHost, discover, loader_inputs
-from appliance.spool import Spool
 
 DEFAULT_CONFIG_DIR = "/etc/smtp-appliance/conf.d"
 CONFIG_DIR_HELP = f"directory of *.toml files (default {DEFAULT_CONFIG_DIR})"
@@ -37,14 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     cc = sub.add_parser("check-config", help="validate the configuration and summarise it")
     cc.add_argument("--listener", help="print the effective settings of this listener")
     sub.add_parser("plugins", help="list installed plugins, their hooks and order")
-    q = sub.add_parser("queue", help="inspect the spool (list, show, delete, count)")
-    q.add_argument("--spool", metavar="DIR", help=SPOOL_HELP)
-    qs = q.add_subparsers(dest="action", required=True)
-    ql = qs.add_parser("list")
-    ql.add_argument("--json", action="store_true")
-    qs.add_parser("count")
-    for name in ("show", "delete"):
-        qs.add_parser(name).add_argument("queue_id")
+    sub.add_parser("deliver", help="run the delivery service alone, in the foreground")
+    qs = cli_queue.add_parser(sub, SPOOL_HELP)
     us = cli_users.add_parser(sub)
     bs = cli_bans.add_parser(sub)
     cli_stats.add_parsers(sub)
@@ -80,17 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     config_dir = args.config_dir_sub or args.config_dir
     found = discover()
-    if args.command == "serve":
-        from appliance.server.server import serve
-
-        try:
-            return serve(config_dir, found)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        except OSError as exc:
-            print(f"smtp-appliance: cannot start: {exc}", file=sys.stderr)
-            return 1
+    if args.command in ("serve", "deliver"):
+        return _start(args.command, config_dir, found)
     if args.command == "check-config":
         return _check_config(config_dir, found, args.listener)
     if args.command == "plugins":
@@ -99,7 +82,26 @@ def _run(args: argparse.Namespace) -> int:
         return cli_users.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
     if args.command in _WITH_CONFIG:
         return _with_config(_WITH_CONFIG[args.command], config_dir, found, args)
-    return _queue(config_dir, found, args)
+    return cli_queue.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
+
+
+def _start(command: str, config_dir: str, found) -> int:
+    """``serve`` or ``deliver`` (the delivery service alone): a start-up error is
+    one line on stderr and status 1."""
+    try:
+        if command == "serve":
+            from appliance.server.server import serve
+
+            return serve(config_dir, found)
+        from appliance.delivery.service import main as deliver
+
+        return deliver(load_config(config_dir, **loader_inputs(found)))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"smtp-appliance: cannot start: {exc}", file=sys.stderr)
+        return 1
 
 
 #: commands whose ``run(args, load)`` loads the configuration only when needed
@@ -156,80 +158,3 @@ def _plugins(config_dir: str, found) -> int:
     for err in host.errors:
         print(err)
     return 1 if host.errors else 0
-
-
-def _queue(config_dir: str, found, args) -> int:
-    if args.spool_sub or args.spool:
-        spool = Spool(args.spool_sub or args.spool)
-    else:
-        try:
-            spool = Spool(load_config(config_dir, **loader_inputs(found)).queue.directory)
-        except ConfigError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-    if not spool.queue.is_dir():
-        print(f"no spool at {spool.directory}", file=sys.stderr)
-        return 1
-    if args.action == "count":
-        print(spool.count())
-        return 0
-    if args.action == "list":
-        items = list(spool)
-        if args.json:
-            print(json.dumps([{"queue_id": m.queue_id, "size": m.size,
-                               "received_at": m.envelope.get("received_at"),
-                               "mail_from": m.envelope["mail_from"]["address"],
-                               "recipients": [r["address"] for r in m.envelope["recipients"]],
-                               "quarantine": m.envelope.get("quarantine")}
-                              for m in items], indent=1))
-            return 0
-        for m in items:
-            rcpts = ", ".join(f"<{r['address']}>" for r in m.envelope["recipients"])
-            held = (f"  [quarantine: {m.envelope['quarantine']}]"
-                    if m.envelope.get("quarantine") else "")
-            print(f"{m.queue_id}  {m.size:>9}  {m.envelope.get('received_at', '')}  "
-                  f"<{m.envelope['mail_from']['address']}> -> {rcpts}{held}")
-        print(f"-- {len(items)} message(s)")
-        return 0
-    try:
-        if args.action == "delete":
-            spool.delete(args.queue_id)
-            print(f"deleted {args.queue_id}")
-            return 0
-        m = spool.get(args.queue_id)
-    except KeyError:
-        print(f"no message {args.queue_id} in {spool.queue}", file=sys.stderr)
-        return 1
-    _show(m)
-    return 0
-
-
-def _show(m) -> None:
-    env = m.envelope
-    client = env["client"]
-    print(f"queue id:    {m.queue_id}")
-    print(f"received:    {env.get('received_at')} on listener {env['listener']['name']}"
-          f" [{env['listener']['ip']}]:{env['listener']['port']}")
-    print(f"client:      [{client['ip']}]:{client['port']} helo={client['helo']}"
-          f" tls={(client['tls'] or {}).get('protocol') or 'no'}"
-          f" auth={client['auth_user'] or '-'}")
-    params = " ".join(f"{k}={v}" for k, v in env["mail_from"]["params"].items())
-    print(f"mail from:   <{env['mail_from']['address']}> {params}".rstrip())
-    for r in env["recipients"]:
-        rp = " ".join(f"{k}={v}" for k, v in r["params"].items())
-        print(f"rcpt to:     <{r['address']}> folder={r['folder']}"
-              f"{' relay=' + r['relay_host'] if r['relay_host'] else ''} {rp}".rstrip())
-    print(f"size:        {m.size}")
-    if env.get("delay_until"):
-        print(f"delay until: {env['delay_until']}")
-    if env.get("quarantine"):
-        print(f"quarantine:  {env['quarantine']}")
-    print("decision trace:")
-    if all(e.get("action") == "continue" for e in env.get("trace", [])):
-        print("  (no plugin decided anything: accepted by default)")
-    for e in env.get("trace", []):
-        code = f" {e['code']} {e['enhanced'] or ''}".rstrip() if e.get("code") else ""
-        text = f" {e['text']!r}" if e.get("text") else ""
-        mode = f" ({e['mode']})" if e.get("mode", "enforce") != "enforce" else ""
-        print(f"  {e['event']:<18} {e['plugin']:<16} {e['action']}{code}{text}{mode}")
-    print(f"message file: {Path(m.message_path)}")

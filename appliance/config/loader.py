@@ -34,10 +34,12 @@ from cattrs.errors import BaseValidationError
 
 from appliance.config.areas import area_problem, listener_areas
 from appliance.config.convert import Invalid, flatten, make_converter, show, type_hints
+from appliance.config.delivery import route_problems
 from appliance.config.merge import KeyPath, Merged, dotted
 from appliance.config.schema import (
     AppConfig,
     Auth,
+    Delivery,
     Dns,
     Limits,
     Listener,
@@ -61,13 +63,14 @@ SECTIONS: dict[str, type] = {
     "smtp": Smtp,
     "auth": Auth,
     "queue": Queue,
+    "delivery": Delivery,
     "logging": Logging,
     "metrics": Metrics,
     "dns": Dns,
 }
 TOP_LEVEL_KEYS = (
-    "server", "listeners", "tls", "limits", "smtp", "auth", "queue", "logging", "metrics", "dns",
-    "plugins")
+    "server", "listeners", "tls", "limits", "smtp", "auth", "queue", "delivery", "logging",
+    "metrics", "dns", "plugins")
 #: Global tables a listener may override key by key.
 LISTENER_OVERRIDES = ("limits", "smtp", "tls", "auth")
 LISTENER_NAME = re.compile(r"[a-z0-9_-]+")
@@ -193,6 +196,9 @@ def build(
     _check_listeners(listeners, problems)
     _check_logging(tables["logging"], problems)
     _check_state(tables["server"], problems)
+    if tables["delivery"] is not None:
+        for path, message in route_problems(tables["delivery"]):
+            problems.add(path, message)
     if problems.lines:
         raise ConfigError(problems.lines)
     if not listeners:

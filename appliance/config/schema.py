@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
+from appliance.config.constraints import Check, at_least
+from appliance.config.delivery import Delivery
 from appliance.config.units import Duration, FilePath, LogOutputs, Size
 from appliance.netlist import ENTRY_EXPECTED, is_entry
 
@@ -28,6 +29,7 @@ __all__ = [
     "AppConfig",
     "Auth",
     "Check",
+    "Delivery",
     "Dns",
     "Limits",
     "Listener",
@@ -42,22 +44,6 @@ __all__ = [
     "State",
     "Tls",
 ]
-
-
-@frozen
-class Check:
-    """A constraint on a config value, checked after the value has its type.
-
-    Use it as ``Annotated[int, Check(lambda v: v >= 1, "an integer of at least 1")]``;
-    ``expected`` completes the sentence "expected ... (got ...)" in error messages.
-    """
-
-    test: Callable[[Any], bool]
-    expected: str
-
-
-def at_least(minimum: int, what: str = "an integer") -> Check:
-    return Check(lambda value: value >= minimum, f"{what} of at least {minimum}")
 
 
 def _is_ip(value: str) -> bool:
@@ -423,6 +409,7 @@ class AppConfig:
     smtp: Smtp = field(factory=Smtp)
     auth: Auth = field(factory=Auth)
     queue: Queue = field(factory=Queue)
+    delivery: Delivery = field(factory=Delivery)
     logging: Logging = field(factory=Logging)
     metrics: Metrics = field(factory=Metrics)
     dns: Dns = field(factory=Dns)

@@ -132,6 +132,8 @@ class Recipient:
     params: dict[str, Any] = field(factory=dict)
     folder: str = "INBOX"  # currentRcptFolder
     relay_host: str = ""  # currentRcptRelayHost
+    overquota: bool = False  # isOverquota: the local mailbox is over its quota (read-only)
+    overquota_action: str = "reject"  # overquotaAction: "reject" (552 5.2.2) or "accept"
 
     @property
     def local_part(self) -> str:

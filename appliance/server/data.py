@@ -10,6 +10,7 @@ from typing import Protocol
 
 from appliance import logs
 from appliance.config import Listener
+from appliance.delivery.before_queue import QueueRefused
 from appliance.hooks.host import PluginHost
 from appliance.hooks.verdict import Action, Verdict
 from appliance.mail import authresults
@@ -147,6 +148,10 @@ class DataPhase:
         except OSError as exc:
             self._storage_failed(exc)
             self._finish(storage_error(exc))
+            return
+        except QueueRefused as exc:  # a before-queue next hop's answer (docs/delivery.md)
+            session.log.event("reply", queue_id=tx.queue_id, reply=str(exc.reply))
+            self._finish(Reply(exc.reply.code, exc.reply.enhanced, exc.reply.text))
             return
         except Exception:  # noqa: BLE001 - a queue plugin's failure is a 451
             session.log.exception("queue_failed", queue_id=tx.queue_id)

@@ -65,6 +65,7 @@ class Server:
         #: the pre-forked workers: pid -> index (none when this process serves)
         self.workers: dict[int, int] = {}
         self.operations: Operations | None = None  # the metrics endpoint, stats, reload
+        self.delivery = None  # the delivery service's process (start_delivery)
 
     # --- start ------------------------------------------------------------------------
 
@@ -178,6 +179,8 @@ class Server:
         self.runtime = new
         self.found = found
         logs.configure(new.config.logging)  # the classes' levels; outputs at a restart
+        if self.delivery is not None:
+            self.delivery.restart()  # it reads the new configuration as it starts
         if not quiet:
             logs.event("reloaded", config_dir=str(self.config_dir))
         return ""
@@ -247,6 +250,7 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     # probe) may come, and SIGTERM must find the server's handlers soon after
     measured = metrics.start()
     server.operations = operations = Operations(server, measured)
+    delivery = None
     try:
         if server.runtime.config.metrics.listen:
             operations.start_http(server.runtime.config.metrics.listen)
@@ -259,11 +263,23 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
         server.state.open_control(control_path(server.runtime.config.queue.directory),
                                   operations.handlers())
         workers = server.runtime.config.server.workers or os.cpu_count() or 1
+        delivery = server.delivery = start_delivery(config_dir, server.runtime.config)
         if workers == 1:
             server.serve()
             return 0
         return prefork.supervise(server, workers)
     finally:
+        if delivery:
+            delivery.stop()
         server.state.close_control()
         operations.close()
         metrics.stop(measured)
+
+
+def start_delivery(config_dir: str | Path, config):
+    """The delivery service's process, when [delivery] has next hops (docs/delivery.md)."""
+    if not (config.delivery.enabled and config.delivery.next_hops):
+        return None
+    from appliance.delivery.process import DeliveryProcess
+
+    return DeliveryProcess(config_dir)

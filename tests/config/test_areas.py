@@ -277,8 +277,8 @@ def test_unknown_area_lists_the_known_areas(conf) -> None:
     conf.write("30-access.toml", "[acces]\nmax_connections = 3\n")
     assert errors_of(conf) == [
         f"{conf.file('30-access.toml')}: acces: unknown key 'acces' (expected one of: "
-        "access, auth, dns, flow, limits, listeners, logging, metrics, plugins, queue, server, "
-        "smtp, tls)"
+        "access, auth, delivery, dns, flow, limits, listeners, logging, metrics, plugins, "
+        "queue, server, smtp, tls)"
     ]
 
 
@@ -308,7 +308,8 @@ def test_area_of_a_broken_plugin_is_unknown_and_the_error_names_it(conf) -> None
     errors = errors_of(conf, areas={}, area_hints=area_hints(found))
     assert errors == [
         f"{conf.file('30-access.toml')}: access: unknown key 'access' (expected one of: "
-        "auth, dns, limits, listeners, logging, metrics, plugins, queue, server, smtp, tls); "
+        "auth, delivery, dns, limits, listeners, logging, metrics, plugins, queue, server, "
+        "smtp, tls); "
         "plugin access, "
         "its likely owner, could not be loaded (ImportError: no module named 'ipset')"
     ]

@@ -51,6 +51,7 @@ def test_shipped_files(shipped) -> None:
         "35-access.toml",
         "38-relay.toml",
         "40-queue.toml",
+        "41-delivery.toml",
         "45-plugins.toml",
         "46-sender-checks.toml",
         "47-geoip-dkim.toml",

@@ -461,7 +461,8 @@ def test_unknown_top_level_table(conf) -> None:
     conf.write("30-access.toml", "[access]\nallow = []\n")
     assert errors_of(conf) == [
         f"{conf.file('30-access.toml')}: access: unknown key 'access' (expected one of: "
-        "auth, dns, limits, listeners, logging, metrics, plugins, queue, server, smtp, tls)"
+        "auth, delivery, dns, limits, listeners, logging, metrics, plugins, queue, server, "
+        "smtp, tls)"
     ]
 
 

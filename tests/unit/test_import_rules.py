@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: What a plugin may import of ours (docs/plugins.md, "The public API").
 PUBLIC = {"appliance", "appliance.dns", "appliance.netlist", "appliance.checks",
-          "appliance.dkim", "appliance.clients", "appliance.sasl", "appliance.spool"}
+          "appliance.dkim", "appliance.clients", "appliance.sasl", "appliance.spool",
+          "appliance.delivery"}
 
 #: Plugins: the built-ins, the example an author copies, the test fixtures.
 PLUGIN_TREES = {"plugins": "appliance_plugins", "examples": None,
