@@ -49,12 +49,15 @@ class TraceEntry:
     enhanced: str | None = None
     text: str | None = None
     mode: str = "enforce"
+    #: The rule that decided, for a plugin made of rules (the ``rules`` plugin).
+    rule: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def __str__(self) -> str:
-        parts = [self.event, self.plugin, self.action]
+        who = f"{self.plugin}:{self.rule}" if self.rule else self.plugin
+        parts = [self.event, who, self.action]
         if self.code:
             parts.append(f"{self.code} {self.enhanced or ''}".strip())
         if self.text:
@@ -102,6 +105,12 @@ class SessionContext:
     #: Seconds to hold the banner back, watching for a client that talks first;
     #: set by a plugin at on_connect (flow's pregreet check). 0 = greet at once.
     greeting_delay: float = 0.0
+    #: The AUTH mechanisms this connection may offer, among those ``[auth]`` offers:
+    #: None = all of them, empty = no AUTH (Axigen's per-connection authentication
+    #: rules). Read when EHLO is answered and when AUTH is given.
+    auth_allowed: frozenset[str] | None = None
+    #: Offer and accept STARTTLS on this connection (when its listener has it).
+    starttls_allowed: bool = True
     #: Free space for plugins, one key per plugin name by convention.
     stash: dict[str, Any] = field(factory=dict)
     #: What the checks found about the client, by check name (dnsbl, geoip...).
@@ -132,6 +141,8 @@ class Recipient:
     params: dict[str, Any] = field(factory=dict)
     folder: str = "INBOX"  # currentRcptFolder
     relay_host: str = ""  # currentRcptRelayHost
+    overquota: bool = False  # isOverquota: the local mailbox is over its quota (read-only)
+    overquota_action: str = "reject"  # overquotaAction: "reject" (552 5.2.2) or "accept"
 
     @property
     def local_part(self) -> str:

@@ -1,0 +1,431 @@
+"""The condition language of rules: parsed by lark (LALR) once, when the
+configuration is loaded, into a tree of small nodes evaluated against a session.
+
+No Python ``eval``: the grammar below is all there is. Names are checked at load
+against the variables of the rule's event (:mod:`.variables`); list files are read
+and regular expressions compiled at load, so a mistake is a configuration error,
+never a surprise at the first message. docs/rules.md describes the language.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import LarkError, UnexpectedInput, VisitError
+
+from appliance.netlist import NetList, is_entry, parse_texts
+
+GRAMMAR = r"""
+?start: expr
+?expr: and_expr | expr "or" and_expr -> or_
+?and_expr: not_expr | and_expr "and" not_expr -> and_
+?not_expr: "not" not_expr -> not_ | comparison
+?comparison: operand
+    | operand COMPARE operand -> compare
+    | operand "in" operand -> in_
+    | operand "not" "in" operand -> not_in
+    | operand "matches" operand -> matches
+    | operand "like" operand -> like
+?operand: STRING -> string
+    | NUMBER -> number
+    | "true" -> true
+    | "false" -> false
+    | "[" [operand ("," operand)* ","?] "]" -> list_
+    | NAME "(" [expr ("," expr)*] ")" -> call
+    | NAME -> var
+    | "(" expr ")"
+COMPARE: "==" | "!=" | "<=" | ">=" | "<" | ">"
+NAME: /[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_*?-]+)*/
+STRING: /"(\\.|[^"\\])*"/ | /'[^']*'/
+NUMBER: /-?\d+(\.\d+)?/
+%import common.WS
+%ignore WS
+"""
+
+_PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+class RuleError(ValueError):
+    """A condition or an action that cannot be compiled; the text says why."""
+
+
+@frozen
+class Scope:
+    """What a condition may refer to: the rule's event and its variables (by name:
+    a getter taking the evaluation environment)."""
+
+    event: str
+    lookup: Callable[[str], Callable[[Any], Any]]
+
+
+# --- nodes ------------------------------------------------------------------------------
+
+
+class Node:
+    """One part of a condition; ``text`` is its source, for ``rules explain``."""
+
+    text = ""
+
+    def __call__(self, env: Any) -> Any:
+        raise NotImplementedError
+
+    def decided_by(self, env: Any) -> str:
+        """The part of the condition that decided its value (itself by default)."""
+        return self.text
+
+
+class Const(Node):
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self, env: Any) -> Any:
+        return self.value
+
+
+class Var(Node):
+    def __init__(self, getter: Callable[[Any], Any]) -> None:
+        self.getter = getter
+
+    def __call__(self, env: Any) -> Any:
+        return self.getter(env)
+
+
+class And(Node):
+    def __init__(self, left: Node, right: Node) -> None:
+        self.left, self.right = left, right
+
+    def __call__(self, env: Any) -> bool:
+        return bool(self.left(env)) and bool(self.right(env))
+
+    def decided_by(self, env: Any) -> str:
+        if not self.left(env):
+            return self.left.decided_by(env)
+        return self.right.decided_by(env) if not self.right(env) else self.text
+
+
+class Or(Node):
+    def __init__(self, left: Node, right: Node) -> None:
+        self.left, self.right = left, right
+
+    def __call__(self, env: Any) -> bool:
+        return bool(self.left(env)) or bool(self.right(env))
+
+    def decided_by(self, env: Any) -> str:
+        if self.left(env):
+            return self.left.decided_by(env)
+        return self.right.decided_by(env) if self.right(env) else self.text
+
+
+class Not(Node):
+    def __init__(self, inner: Node) -> None:
+        self.inner = inner
+
+    def __call__(self, env: Any) -> bool:
+        return not self.inner(env)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """==: strings without regard to case (addresses, domains, names), numbers as
+    numbers, anything else as Python compares it."""
+    if isinstance(a, str) and isinstance(b, str):
+        return a.lower() == b.lower()
+    return a == b
+
+
+def _order(op: str) -> Callable[[Any, Any], bool]:
+    test = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+            ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}[op]
+
+    def compare(a: Any, b: Any) -> bool:
+        if isinstance(a, bool) or isinstance(b, bool):
+            return False
+        if isinstance(a, int | float) and isinstance(b, int | float):
+            return test(a, b)
+        return isinstance(a, str) and isinstance(b, str) and test(a, b)
+
+    return compare
+
+
+class Compare(Node):
+    def __init__(self, left: Node, op: str, right: Node) -> None:
+        self.left, self.right = left, right
+        self.test = {"==": _same, "!=": lambda a, b: not _same(a, b)}.get(op) or _order(op)
+
+    def __call__(self, env: Any) -> bool:
+        return self.test(self.left(env), self.right(env))
+
+
+class Matcher:
+    """Membership in a list known at load: exact values (any case), networks
+    (CIDR, for IP addresses) and wildcards (``*.example.org``, ``*@example.org``)."""
+
+    def __init__(self, entries: list[Any], where: str) -> None:
+        texts = [str(e) for e in entries]
+        self.exact = {t.lower() for t in texts if not _is_wild(t) and not is_entry(t)}
+        self.numbers = {e for e in entries if isinstance(e, int | float)
+                        and not isinstance(e, bool)}
+        self.networks = NetList(parse_texts([t for t in texts if is_entry(t)], where))
+        wild = [fnmatch.translate(t.lower()) for t in texts if _is_wild(t) and not is_entry(t)]
+        self.wild = re.compile("|".join(wild)) if wild else None
+
+    def __contains__(self, value: Any) -> bool:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value in self.numbers or str(value) in self.exact
+        text = str(value).lower() if value is not None else ""
+        if text in self.exact:
+            return True
+        if self.networks and _is_ip(text) and text in self.networks:
+            return True
+        return bool(self.wild and self.wild.match(text))
+
+
+def _is_wild(text: str) -> bool:
+    return "*" in text or "?" in text
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class In(Node):
+    def __init__(self, left: Node, right: Node, negate: bool) -> None:
+        self.left, self.negate = left, negate
+        self.matcher = right.value if isinstance(right, Const) and isinstance(
+            right.value, Matcher) else None
+        self.right = right
+
+    def __call__(self, env: Any) -> bool:
+        value = self.left(env)
+        if self.matcher is not None:
+            found = value in self.matcher
+        else:
+            where = self.right(env)
+            if isinstance(where, str):
+                found = isinstance(value, str) and value.lower() in where.lower()
+            elif isinstance(where, list | tuple | set | frozenset):
+                found = any(_same(value, item) for item in where)
+            else:
+                found = False
+        return found != self.negate
+
+
+class Pattern(Node):
+    """``matches`` (a regular expression, searched) and ``like`` (a wildcard)."""
+
+    def __init__(self, left: Node, pattern: re.Pattern) -> None:
+        self.left, self.pattern = left, pattern
+
+    def __call__(self, env: Any) -> bool:
+        value = self.left(env)
+        return isinstance(value, str) and self.pattern.search(value) is not None
+
+
+class Call(Node):
+    def __init__(self, fn: Callable[..., Any], args: list[Node], needs_env: bool) -> None:
+        self.fn, self.args, self.needs_env = fn, args, needs_env
+
+    def __call__(self, env: Any) -> Any:
+        values = [a(env) for a in self.args]
+        return self.fn(env, *values) if self.needs_env else self.fn(*values)
+
+
+# --- functions ---------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+#: name -> (function, number of arguments); string functions take any value.
+FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
+    "lower": (lambda v: _text(v).lower(), 1),
+    "upper": (lambda v: _text(v).upper(), 1),
+    "len": (lambda v: len(v) if isinstance(v, list | tuple | str) else len(_text(v)), 1),
+    "starts_with": (lambda v, p: _text(v).lower().startswith(_text(p).lower()), 2),
+    "ends_with": (lambda v, p: _text(v).lower().endswith(_text(p).lower()), 2),
+    "contains": (lambda v, p: _text(p).lower() in _text(v).lower(), 2),
+    "domain": (lambda v: _text(v).rpartition("@")[2].lower(), 1),
+    "local_part": (lambda v: _text(v).rpartition("@")[0], 1),
+}
+#: Functions of the message's header section: only at headers_received and message.
+HEADER_FUNCTIONS = {
+    "header": lambda env, name: (env.headers.get_all(name) or [""])[0] if env.headers else "",
+    "has_header": lambda env, name: bool(env.headers and env.headers.get_all(name)),
+    "header_count": lambda env, name: len(env.headers.get_all(name)) if env.headers else 0,
+}
+HEADER_EVENTS = ("headers_received", "message")
+
+
+def read_list_file(path: Path) -> list[str]:
+    """One entry a line; blank lines and ``#`` comments are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise RuleError(f"list file {str(path)!r} cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise RuleError(f"list file {str(path)!r} is not UTF-8 text") from None
+    return [e for e in (line.split("#", 1)[0].strip() for line in lines) if e]
+
+
+# --- compiling -----------------------------------------------------------------------------
+
+
+def _unquote(token: str) -> str:
+    if token.startswith("'"):
+        return token[1:-1]
+    return re.sub(r"\\(.)", r"\1", token[1:-1])
+
+
+@v_args(meta=True, inline=True)
+class _Compiler(Transformer):
+    def __init__(self, scope: Scope, source: str) -> None:
+        super().__init__()
+        self.scope, self.source = scope, source
+
+    def _node(self, node: Node, meta: Any) -> Node:
+        if not meta.empty:
+            node.text = self.source[meta.start_pos:meta.end_pos]
+        return node
+
+    def string(self, meta, token):
+        return self._node(Const(_unquote(str(token))), meta)
+
+    def number(self, meta, token):
+        text = str(token)
+        return self._node(Const(float(text) if "." in text else int(text)), meta)
+
+    def true(self, meta):
+        return self._node(Const(True), meta)
+
+    def false(self, meta):
+        return self._node(Const(False), meta)
+
+    def list_(self, meta, *items):
+        items = [i for i in items if i is not None]
+        if all(isinstance(i, Const) for i in items):
+            values = [i.value for i in items]
+            try:
+                return self._node(Const(Matcher(values, "list")), meta)
+            except ValueError as exc:
+                raise RuleError(str(exc)) from None
+        return self._node(Call(lambda *vs: list(vs), items, False), meta)
+
+    def var(self, meta, name):
+        return self._node(Var(self.scope.lookup(str(name))), meta)
+
+    def call(self, meta, name, *args):
+        name, args = str(name), [a for a in args if a is not None]
+        if name == "file":
+            if len(args) != 1 or not isinstance(args[0], Const) or not isinstance(
+                    args[0].value, str):
+                raise RuleError('file() takes one path in quotes: file("/etc/lists/x.txt")')
+            path = Path(args[0].value)
+            if not path.is_absolute():
+                raise RuleError(f"file(): expected an absolute path (got {str(path)!r})")
+            try:
+                return self._node(Const(Matcher(read_list_file(path), str(path))), meta)
+            except RuleError:
+                raise
+            except ValueError as exc:
+                raise RuleError(f"list file {str(path)!r}: {exc}") from None
+        if name in HEADER_FUNCTIONS:
+            if self.scope.event not in HEADER_EVENTS:
+                raise RuleError(f"{name}() reads the message header, which exists only at "
+                                f"events {', '.join(HEADER_EVENTS)} (the rule's event is "
+                                f"{self.scope.event!r})")
+            if len(args) != 1:
+                raise RuleError(f"{name}() takes 1 argument (got {len(args)})")
+            return self._node(Call(HEADER_FUNCTIONS[name], args, True), meta)
+        if name not in FUNCTIONS:
+            known = ", ".join(sorted([*FUNCTIONS, *HEADER_FUNCTIONS, "file"]))
+            raise RuleError(f"unknown function {name}() (known: {known})")
+        fn, count = FUNCTIONS[name]
+        if len(args) != count:
+            raise RuleError(f"{name}() takes {count} argument{'s' * (count > 1)} "
+                            f"(got {len(args)})")
+        return self._node(Call(fn, args, False), meta)
+
+    def compare(self, meta, left, op, right):
+        return self._node(Compare(left, str(op), right), meta)
+
+    def in_(self, meta, left, right):
+        return self._node(In(left, right, False), meta)
+
+    def not_in(self, meta, left, right):
+        return self._node(In(left, right, True), meta)
+
+    def matches(self, meta, left, right):
+        pattern = _constant_text(right, "matches")
+        try:
+            return self._node(Pattern(left, re.compile(pattern)), meta)
+        except re.error as exc:
+            raise RuleError(f"bad regular expression {pattern!r}: {exc}") from None
+
+    def like(self, meta, left, right):
+        pattern = _constant_text(right, "like")
+        return self._node(Pattern(left, re.compile(fnmatch.translate(pattern),
+                                                   re.IGNORECASE)), meta)
+
+    def and_(self, meta, left, right):
+        return self._node(And(left, right), meta)
+
+    def or_(self, meta, left, right):
+        return self._node(Or(left, right), meta)
+
+    def not_(self, meta, inner):
+        return self._node(Not(inner), meta)
+
+
+def _constant_text(node: Node, op: str) -> str:
+    if not isinstance(node, Const) or not isinstance(node.value, str):
+        raise RuleError(f"{op} takes a pattern in quotes on its right")
+    return node.value
+
+
+def compile_condition(source: str, scope: Scope) -> Node:
+    """The condition ``source`` as a node; an empty condition is always true."""
+    if not source.strip():
+        node: Node = Const(True)
+        node.text = "(no condition)"
+        return node
+    try:
+        tree = _PARSER.parse(source)
+    except UnexpectedInput as exc:
+        got = exc.token if isinstance(getattr(exc, "token", None), Token) else source[
+            exc.pos_in_stream:exc.pos_in_stream + 10] if exc.pos_in_stream is not None else ""
+        raise RuleError(f"syntax error at column {exc.column}: unexpected {str(got)!r}") from None
+    except LarkError as exc:
+        raise RuleError(f"syntax error: {exc}") from None
+    try:
+        node = _Compiler(scope, source).transform(tree)
+    except VisitError as exc:
+        if isinstance(exc.orig_exc, ValueError):
+            raise RuleError(str(exc.orig_exc)) from None
+        raise
+    if isinstance(node, Token):  # cannot happen with this grammar; kept explicit
+        raise RuleError(f"not a condition: {source!r}")
+    return node
+
+
+def expand(text: str, env: Any, lookup: Callable[[str], Callable[[Any], Any]]) -> str:
+    """``#name#`` in a reply text or a value replaced by the variable's value."""
+    return _TEMPLATE.sub(lambda m: _text(lookup(m.group(1))(env)), text)
+
+
+_TEMPLATE = re.compile(r"#([A-Za-z_][A-Za-z0-9_.*?-]*)#")
+
+
+def template_names(text: str) -> list[str]:
+    """The variables a text refers to (checked at load)."""
+    return _TEMPLATE.findall(text)
