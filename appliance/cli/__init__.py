@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from appliance.cli import bans as cli_bans
+from appliance.cli import rules as cli_rules
 from appliance.cli import users as cli_users
 from appliance.config import ConfigError, check_config, describe_listener, load_config
 from appliance.hooks.host import PluginHost, discover, loader_inputs
@@ -45,8 +46,10 @@ def _parser() -> argparse.ArgumentParser:
         qs.add_parser(name).add_argument("queue_id")
     us = cli_users.add_parser(sub)
     bs = cli_bans.add_parser(sub)
+    rs = cli_rules.add_parser(sub)
     _also_after((*sub.choices.values(), *qs.choices.values(), *us.choices.values(),
-                 *bs.choices.values()), "--config-dir", "config_dir_sub", CONFIG_DIR_HELP)
+                 *bs.choices.values(), *rs.choices.values()), "--config-dir", "config_dir_sub",
+                CONFIG_DIR_HELP)
     _also_after(qs.choices.values(), "--spool", "spool_sub", SPOOL_HELP)
     return p
 
@@ -95,6 +98,8 @@ def _run(args: argparse.Namespace) -> int:
         return cli_users.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
     if args.command == "bans":
         return _bans(config_dir, found, args)
+    if args.command == "rules":
+        return cli_rules.run(args, config_dir, found, loader_inputs)
     return _queue(config_dir, found, args)
 
 

@@ -21,11 +21,14 @@ from attrs import frozen
 
 from appliance import PerListener, PluginConfig, Verdict, hookimpl, per_listener
 
-from .engine import Compiled, compile_rules, evaluate
+from .engine import Compiled, Outcome, compile_rules, evaluate
 from .schema import Rule
 from .variables import Env, RuleState
 
 STASH_KEY = "rules"
+#: A session carrying a list under this key (``smtp-appliance rules explain``) gets
+#: what each rule made of each event appended to it.
+EXPLAIN_KEY = "rules.explain"
 
 
 def state_of(session: Any) -> RuleState:
@@ -59,7 +62,11 @@ class RulesPlugin:
         if not rules:
             return None
         env = Env(event, session, state_of(session), dns=self.dns, **contexts)
-        verdict = evaluate(rules, env)
+        explained = session.stash.get(EXPLAIN_KEY)
+        outcomes: list[Outcome] | None = [] if explained is not None else None
+        verdict = evaluate(rules, env, outcomes)
+        if explained is not None:
+            explained.extend((event, _shown(o)) for o in outcomes or [])
         if event == "rcpt_to" and (verdict is None or not verdict.stops):
             return _delivery(env) or verdict
         return verdict
@@ -98,6 +105,12 @@ class RulesPlugin:
     @hookimpl
     def on_disconnect(self, session: Any) -> None:
         self._run("disconnect", session)
+
+
+def _shown(o: Outcome) -> dict[str, Any]:
+    return {"rule": o.rule, "matched": o.matched, "decided_by": o.decided_by,
+            "actions": o.actions, "verdict": str(o.verdict) if o.verdict else "",
+            "error": o.error}
 
 
 def _delivery(env: Env) -> Verdict | None:

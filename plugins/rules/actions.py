@@ -42,6 +42,8 @@ class RuleFailure(Exception):
 def _text(step: Any, field: str, event: str) -> Callable[[Env], str]:
     """A text that may use ``#variable#``: its names are checked now."""
     text = getattr(step, field)
+    if not isinstance(text, str):
+        raise ValueError(f"{field}: expected a string (got {text!r})")
     for name in template_names(text):
         try:
             getter(name, event)
@@ -113,7 +115,8 @@ def _need(step: Any, *fields: str) -> None:
 def _header_method(op: str) -> Callable[[Any, str], Run]:
     def make(step: Any, event: str) -> Run:
         _need(step, "name", *(("value",) if op in _WITH_VALUE else ()))
-        name, value = step.name, _text(step, "value", event)
+        name = step.name
+        value = _text(step, "value", event) if op in _WITH_VALUE else None
         if op == "read":
             return lambda env: env.state.values.__setitem__(
                 "header_value", "\r\n".join(_headers(env).get_all(name)))

@@ -83,25 +83,26 @@ def evaluate(rules: list[Compiled], env: Env,
         rule = compiled.rule
         try:
             matched = bool(compiled.condition(env))
-            outcome = Outcome(rule.name, matched, compiled.condition.decided_by(env)
-                              if explain is not None else "")
+            if explain is not None:
+                outcome = Outcome(rule.name, matched, compiled.condition.decided_by(env))
+                explain.append(outcome)
         except Exception as exc:  # noqa: BLE001 - the rule's failure, reported as such
             return _failed(compiled, env, exc, explain)
-        if explain is not None:
-            explain.append(outcome)
         if not matched:
             continue
+        ran = outcome.actions if explain is not None else []
         if rule.mode == "monitor":
             would = _would(compiled, env)
             monitored.append(would)
-            outcome.actions = [f"(monitor) {describe_step(s)}" for s in rule.actions]
+            ran += [f"(monitor) {describe_step(s)}" for s in rule.actions]
             if rule.stop:
                 break
             continue
         verdict = None
         try:
             for step, run in zip(rule.actions, compiled.steps, strict=True):
-                outcome.actions.append(describe_step(step))
+                if explain is not None:
+                    ran.append(describe_step(step))
                 found = run(env)
                 if found is not None and found.stops:
                     verdict = found
@@ -112,7 +113,8 @@ def evaluate(rules: list[Compiled], env: Env,
             return _failed(compiled, env, exc, explain)
         if verdict is not None:
             verdict = evolve(verdict, rule=rule.name, monitored=tuple(monitored))
-            outcome.verdict = verdict
+            if explain is not None:
+                outcome.verdict = verdict
             return verdict
         if rule.stop:
             break

@@ -10,7 +10,6 @@ never a surprise at the first message. docs/rules.md describes the language.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -181,21 +180,13 @@ class Matcher:
         text = str(value).lower() if value is not None else ""
         if text in self.exact:
             return True
-        if self.networks and _is_ip(text) and text in self.networks:
+        if self.networks and text in self.networks:  # not an address: not in it
             return True
         return bool(self.wild and self.wild.match(text))
 
 
 def _is_wild(text: str) -> bool:
     return "*" in text or "?" in text
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 class In(Node):

@@ -1,0 +1,530 @@
+"""Admin-written rules ([[rules]]) through the real server: every operator, the
+replies and variables, the methods, monitor mode, a rule that fails, the decision
+trace, and the shipped examples enabled. Clients are smtplib and raw sockets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import signal
+import smtplib
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.users import make_entry, write_users
+
+from .conftest import read_reply
+from .test_receive import MSG, connect, stored, talk
+from .test_tls import client_context
+
+REPO = Path(__file__).resolve().parents[2]
+
+OPERATORS = """
+[[rules]]
+name = "helo-regex"
+event = "mail_from"
+condition = 'helo_name matches "^bad[0-9]+\\\\." or helo_name like "*.dynamic.example"'
+[[rules.actions]]
+action = "reject"
+code = 550
+enhanced_code = "5.7.1"
+text = "HELO #helo_name# refused"
+
+[[rules]]
+name = "sender-list"
+event = "mail_from"
+condition = 'mail_from in ["spam@example.com", "*@spam.example", "*.bulk.example"]'
+actions = [{ action = "reject", text = "sender #mail_from# refused" }]
+
+[[rules]]
+name = "sender-file"
+event = "mail_from"
+condition = 'mail_from_domain in file("LIST")'
+[[rules.actions]]
+action = "tmpreject"
+code = 450
+enhanced_code = "4.7.1"
+text = "listed domain #mail_from_domain#"
+
+[[rules]]
+name = "size-announced"
+event = "mail_from"
+condition = "mail_from_size > 5000 and not (auth_user != '')"
+[[rules.actions]]
+action = "reject"
+code = 552
+enhanced_code = "5.3.4"
+text = "too big for you: #mail_from_size#"
+
+[[rules]]
+name = "net"
+event = "rcpt_to"
+condition = 'remote_ip in ["192.0.2.0/24", "127.0.0.0/8"] and rcpt_local_part == "nets"'
+actions = [{ action = "reject", code = 551, enhanced_code = "5.7.1", text = "network matched" }]
+
+[[rules]]
+name = "not-in"
+event = "rcpt_to"
+condition = 'rcpt_domain not in ["example.net", "example.org"] and starts_with(rcpt, "odd")'
+actions = [{ action = "reject", code = 553, enhanced_code = "5.1.3", text = "odd domain" }]
+
+[[rules]]
+name = "count"
+event = "rcpt_to"
+condition = "rcpt_count >= 2 and lower(rcpt_local_part) == 'third'"
+actions = [{ action = "tmpreject", text = "only two for now" }]
+
+[[rules]]
+name = "folder"
+event = "rcpt_to"
+condition = 'ends_with(rcpt_local_part, "+spam")'
+[[rules.actions]]
+set = "rcpt_folder"
+value = "Junk"
+[[rules.actions]]
+set = "rcpt"
+value = "#rcpt_local_part#-moved@example.net"
+
+[[rules]]
+name = "copy"
+event = "rcpt_to"
+condition = 'rcpt == "boss@example.net"'
+actions = [{ method = "add_rcpt", address = "archive@example.net", folder = "Archive" }]
+
+[[rules]]
+name = "drop"
+event = "rcpt_to"
+condition = 'rcpt_local_part == "blackhole"'
+actions = [{ method = "discard_rcpt" }]
+
+[[rules]]
+name = "subject"
+event = "headers_received"
+condition = 'has_header("X-Spam-Flag") and contains(header("Subject"), "viagra")'
+actions = [{ action = "reject", code = 554, enhanced_code = "5.7.1", text = "spam" }]
+
+[[rules]]
+name = "headers"
+event = "headers_received"
+condition = 'header_count("Received") < 5'
+actions = [
+  { method = "add_header", name = "X-Rule", value = "from #remote_ip# via #listener#" },
+  { method = "add_header_if_absent", name = "X-Once", value = "1" },
+  { method = "add_header_if_absent", name = "X-Once", value = "2" },
+  { method = "remove_header", name = "X-Remove-Me" },
+  { method = "remove_first_header", name = "X-First" },
+  { method = "remove_header_value", name = "X-Value", value = "drop" },
+  { method = "modify_header", name = "X-Modified", value = "new" },
+  { method = "modify_header_if_exists", name = "X-Absent", value = "never" },
+  { method = "read_header", name = "Subject" },
+]
+
+[[rules]]
+name = "after-read"
+event = "headers_received"
+condition = 'header_value == "quarantine me"'
+actions = [{ method = "quarantine", reason = "subject said so" }]
+
+[[rules]]
+name = "delay"
+event = "message"
+condition = 'header("Subject") == "later"'
+actions = [{ set = "delay_delivery", value = "+1h" }]
+
+[[rules]]
+name = "would"
+event = "rcpt_to"
+mode = "monitor"
+condition = 'rcpt_local_part == "watched"'
+actions = [{ action = "reject", text = "would refuse #rcpt#" }]
+
+[[rules]]
+name = "limit"
+event = "mail_from"
+condition = 'mail_from_domain == "few.example"'
+actions = [{ set = "max_recipients", value = 1 }]
+stop = true
+
+[[rules]]
+name = "after-stop"
+event = "mail_from"
+condition = 'mail_from_domain == "few.example"'
+actions = [{ action = "reject", text = "never reached: the rule before stops" }]
+"""
+
+
+@pytest.fixture
+def ops_app(make_appliance, tmp_path):
+    listed = tmp_path / "domains.txt"
+    listed.write_text("# domains\nlisted.example\n\n*.listed-too.example  # wildcard\n")
+    return make_appliance(OPERATORS.replace("LIST", str(listed)) + """
+[relay]
+local_domains = ["example.net"]
+check_recipients = false
+""")
+
+
+def _mail(app, sender: str, helo: str = "client.example", size: str = "") -> bytes:
+    s = connect(app)
+    talk(s, f"EHLO {helo}\r\n".encode())
+    return talk(s, f"MAIL FROM:<{sender}>{size}\r\n".encode())
+
+
+@pytest.mark.parametrize("sender,helo,size,reply", [
+    ("a@example.org", "bad42.example", "", b"550 5.7.1 HELO bad42.example refused"),
+    ("a@example.org", "host.dynamic.example", "", b"550 5.7.1 HELO host.dynamic.example"),
+    ("a@example.org", "good.example", "", b"250 2.1.0"),
+    ("spam@EXAMPLE.com", "good.example", "", b"550 5.7.1 sender spam@EXAMPLE.com refused"),
+    ("x@spam.example", "good.example", "", b"550 5.7.1 sender x@spam.example refused"),
+    ("x@a.bulk.example", "good.example", "", b"550 5.7.1 sender"),
+    ("x@bulk.example", "good.example", "", b"250 2.1.0"),
+    ("x@listed.example", "good.example", "", b"450 4.7.1 listed domain listed.example"),
+    ("x@b.listed-too.example", "good.example", "", b"450 4.7.1 listed domain"),
+    ("x@example.org", "good.example", " SIZE=5001", b"552 5.3.4 too big for you: 5001"),
+    ("x@example.org", "good.example", " SIZE=5000", b"250 2.1.0"),
+])
+def test_conditions_at_mail_from(ops_app, sender, helo, size, reply):
+    assert _mail(ops_app, sender, helo, size).startswith(reply)
+
+
+def test_conditions_and_variables_at_rcpt_to(ops_app):
+    s = connect(ops_app)
+    talk(s, b"EHLO client.example\r\n")
+    assert talk(s, b"MAIL FROM:<a@example.org>\r\n").startswith(b"250")
+    assert talk(s, b"RCPT TO:<nets@example.net>\r\n").startswith(b"551 5.7.1 network matched")
+    assert talk(s, b"RCPT TO:<odd@example.com>\r\n").startswith(b"553 5.1.3 odd domain")
+    assert talk(s, b"RCPT TO:<odd@example.org>\r\n").startswith(b"250")
+    assert talk(s, b"RCPT TO:<me+spam@example.net>\r\n").startswith(b"250")
+    assert talk(s, b"RCPT TO:<Third@example.net>\r\n").startswith(
+        b"451 4.7.1 only two for now")
+    assert talk(s, b"RCPT TO:<boss@example.net>\r\n").startswith(b"250")
+    assert talk(s, b"RCPT TO:<blackhole@example.net>\r\n").startswith(b"250")
+    assert talk(s, b"RCPT TO:<watched@example.net>\r\n").startswith(b"250")
+    assert talk(s, b"DATA\r\n").startswith(b"354")
+    assert talk(s, MSG + b".\r\n").startswith(b"250")
+    env, _ = stored(ops_app)
+    rcpts = [(r["address"], r["folder"]) for r in env["recipients"]]
+    assert rcpts == [("odd@example.org", "INBOX"), ("me+spam-moved@example.net", "Junk"),
+                     ("boss@example.net", "INBOX"), ("archive@example.net", "Archive"),
+                     ("watched@example.net", "INBOX")]
+    monitored = [e for e in env["trace"] if e["mode"] == "monitor"]
+    assert monitored[0]["rule"] == "would"
+    assert monitored[0]["text"] == "would refuse watched@example.net"
+
+
+def test_set_max_recipients_and_stop(ops_app):
+    s = connect(ops_app)
+    talk(s, b"EHLO client.example\r\n")
+    assert talk(s, b"MAIL FROM:<a@few.example>\r\n").startswith(b"250")  # stop: no reject
+    assert talk(s, b"RCPT TO:<a@example.net>\r\n").startswith(b"250")
+    assert talk(s, b"RCPT TO:<b@example.net>\r\n").startswith(b"452 4.5.3")
+    assert talk(s, b"NOOP\r\n").startswith(b"250")
+
+
+def _send(app, message: bytes) -> bytes:
+    s = connect(app)
+    talk(s, b"EHLO client.example\r\n")
+    talk(s, b"MAIL FROM:<a@example.org>\r\n")
+    talk(s, b"RCPT TO:<b@example.net>\r\n")
+    talk(s, b"DATA\r\n")
+    return talk(s, message + b".\r\n")
+
+
+def test_header_methods_and_quarantine(ops_app):
+    message = (b"Subject: quarantine me\r\nX-Remove-Me: 1\r\nX-Remove-Me: 2\r\n"
+               b"X-First: one\r\nX-First: two\r\nX-Value: keep\r\nX-Value: drop\r\n"
+               b"X-Modified: old\r\n\r\nbody\r\n")
+    assert _send(ops_app, message).startswith(b"250")
+    env, data = stored(ops_app)
+    head = data.split(b"\r\n\r\n", 1)[0].decode()
+    assert "X-Rule: from 127.0.0.1 via mta" in head
+    assert head.count("X-Once:") == 1 and "X-Once: 1" in head
+    assert "X-Remove-Me" not in head
+    assert "X-First: one" not in head and "X-First: two" in head
+    assert "X-Value: keep" in head and "X-Value: drop" not in head
+    assert "X-Modified: new" in head and "X-Modified: old" not in head
+    assert "X-Absent" not in head
+    assert env["quarantine"] == "subject said so"
+
+
+def test_header_condition_refuses_after_data_and_delay(ops_app):
+    spam = b"Subject: cheap VIAGRA\r\nX-Spam-Flag: YES\r\n\r\nbody\r\n"
+    assert _send(ops_app, spam).startswith(b"554 5.7.1 spam")
+    assert _send(ops_app, b"Subject: later\r\n\r\nbody\r\n").startswith(b"250")
+    env, _ = stored(ops_app)
+    assert env["delay_until"]
+
+
+def test_trace_and_queue_show_name_the_rule(make_appliance):
+    app = make_appliance("""
+        [[rules]]
+        name = "tag-and-accept"
+        event = "message"
+        actions = [{ action = "accept", text = "accepted by the tagging rule" }]
+        """)
+    assert _send(app, MSG).startswith(b"250")
+    env, _ = stored(app)
+    assert {"plugin": "rules", "rule": "tag-and-accept", "action": "accept"}.items() <= \
+        env["trace"][-1].items()
+    shown = app.cli("queue", "show", app.queued()[-1].stem).stdout
+    assert re.search(r"message\s+rules:tag-and-accept\s+accept", shown)
+
+
+def test_a_failing_rule_answers_451_and_names_the_rule(make_appliance):
+    # check_geoip needs the geoip plugin's result; without it the rule fails at run time.
+    app = make_appliance("""
+        [[rules]]
+        name = "country-check"
+        event = "mail_from"
+        actions = [{ method = "check_geoip", banned = ["XX"] }]
+        """)
+    assert _mail(app, "a@example.org").startswith(b"451 4.3.0")
+    deadline = time.monotonic() + 5
+    while "rule_failed" not in app.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(x for x in app.log().splitlines() if "rule_failed" in x)
+    assert "rule=country-check" in line and "event=mail_from" in line
+    s = connect(app)  # the server goes on serving
+    assert talk(s, b"EHLO again.example\r\n").startswith(b"250")
+
+
+def test_dnsbl_method_then_condition(make_appliance, dns_server):
+    app = make_appliance(dns_server.toml() + """
+        [[rules]]
+        name = "ask-dnsbl"
+        event = "connect"
+        actions = [{ method = "check_dnsbl", zones = ["dnsbl.test"] }]
+        [[rules]]
+        name = "refuse-listed"
+        event = "mail_from"
+        condition = 'dnsbl_result != ""'
+        [[rules.actions]]
+        action = "reject"
+        code = 554
+        enhanced_code = "5.7.1"
+        text = "listed in #dnsbl_zone#: #dnsbl_explanation#"
+        """)
+    listed = smtplib.SMTP(timeout=10, source_address=("127.0.0.2", 0))
+    listed.connect("127.0.0.1", app.port)
+    listed.ehlo("client.example")
+    code, text = listed.mail("a@example.org")
+    assert code == 554 and text.startswith(b"5.7.1 listed in dnsbl.test")
+    clean = smtplib.SMTP(timeout=10, source_address=("127.0.0.4", 0))
+    clean.connect("127.0.0.1", app.port)
+    clean.ehlo("client.example")
+    assert clean.mail("a@example.org")[0] == 250
+
+
+def _shipped_rules_enabled(tmp_path: Path) -> str:
+    text = (REPO / "conf.d" / "49-rules.toml").read_text()
+    assert text.count("enabled = false") == 4
+    return text.replace("enabled = false", "enabled = true")
+
+
+def test_shipped_examples_enabled(make_appliance, certs, tmp_path):
+    users = tmp_path / "users.toml"
+    write_users(users, {"alice": make_entry("alice", "pw", ["PLAIN", "LOGIN"], "mx")})
+    app = make_appliance(_shipped_rules_enabled(tmp_path) + f"""
+        [auth]
+        users_file = "{users}"
+        plaintext_mechanisms = ["PLAIN", "LOGIN"]
+        [relay]
+        local_domains = ["mydomain.example"]
+        check_recipients = false
+        """, listeners={"mta": {"tls_mode": "starttls"}})
+    # 1. AUTH is not offered, nor taken, before TLS; after STARTTLS, PLAIN and LOGIN.
+    s = connect(app)
+    assert b"AUTH" not in talk(s, b"EHLO plain.example\r\n")
+    token = base64.b64encode(b"\0alice\0pw")
+    assert talk(s, b"AUTH PLAIN " + token + b"\r\n").startswith(b"538 5.7.11")
+    # 2. mail for mydomain.example refused without TLS; 3. relaying refused too
+    assert talk(s, b"MAIL FROM:<a@example.org>\r\n").startswith(b"250")
+    assert talk(s, b"RCPT TO:<x@mydomain.example>\r\n") == (
+        b"530 5.7.0 Accepting only secure delivery (STARTTLS) for mydomain.example\r\n")
+    assert talk(s, b"RCPT TO:<x@example.com>\r\n").startswith(
+        b"554 5.7.1 Relaying only over TLS 1.2 or later")
+    with smtplib.SMTP("localhost", app.port, timeout=10) as c:
+        c.ehlo("tls.example")
+        c.starttls(context=client_context(certs))
+        c.ehlo("tls.example")
+        assert c.esmtp_features["auth"].split() == ["PLAIN", "LOGIN"]
+        c.login("alice", "pw")
+        assert c.mail("a@example.org")[0] == 250
+        assert c.rcpt("x@mydomain.example")[0] == 250
+        assert c.rcpt("x@example.com")[0] == 250
+
+
+def test_disable_starttls_for_a_client(make_appliance, certs):
+    app = make_appliance("""
+        [[rules]]
+        name = "no-tls-for-brokenpeer"
+        event = "ehlo"
+        condition = 'helo_name == "broken.example"'
+        actions = [{ method = "disable_starttls" }]
+        """, listeners={"mta": {"tls_mode": "starttls"}})
+    s = connect(app)
+    assert b"STARTTLS" not in talk(s, b"EHLO broken.example\r\n")
+    assert talk(s, b"STARTTLS\r\n").startswith(b"502 5.5.1")
+    s = connect(app)
+    assert b"STARTTLS" in talk(s, b"EHLO fine.example\r\n")
+
+
+def test_reload_with_a_bad_rule_keeps_the_old_rules(make_appliance):
+    app = make_appliance("""
+        [[rules]]
+        name = "old"
+        event = "mail_from"
+        condition = 'mail_from_domain == "old.example"'
+        actions = [{ action = "reject", text = "old rules" }]
+        """)
+    extra = app.config_dir / "50-extra.toml"
+    bad = 'old.example" and helo_name matches "("'
+    extra.write_text(extra.read_text().replace('old.example"', bad))
+    app.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload" not in app.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert "bad regular expression" in app.log()
+    assert _mail(app, "a@old.example").startswith(b"550 5.7.1 old rules")
+
+
+def test_rules_list_cli(make_appliance):
+    app = make_appliance("""
+        [[rules]]
+        name = "second"
+        event = "rcpt_to"
+        priority = 20
+        [[rules]]
+        name = "first"
+        event = "rcpt_to"
+        priority = 10
+        condition = "not tls"
+        [[listeners.mta.rules]]
+        name = "mine"
+        event = "connect"
+        """, start=False)
+    out = app.cli("rules", "list", "--listener", "mta")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    first, second = (next(i for i, x in enumerate(lines) if name in x)
+                     for name in ("first", "second"))
+    assert first < second
+    assert any("mine" in x for x in lines)
+    assert json.loads(app.cli("rules", "list", "--json").stdout)["mta"]["rcpt_to"][0][
+        "name"] == "first"
+
+
+EXPLAINED = """
+[relay]
+local_domains = ["example.net", "mydomain.example"]
+check_recipients = false
+
+[[rules]]
+name = "no-plain-mydomain"
+event = "rcpt_to"
+condition = 'not tls and rcpt_domain == "mydomain.example"'
+actions = [{ action = "reject", code = 530, enhanced_code = "5.7.0", text = "TLS for #rcpt#" }]
+
+[[rules]]
+name = "helo-check"
+event = "ehlo"
+condition = 'helo_name like "*.dyn.example"'
+actions = [{ action = "reject", code = 550, enhanced_code = "5.7.1", text = "dynamic" }]
+
+[[rules]]
+name = "from-127-0-0-9"
+event = "mail_from"
+condition = 'remote_ip in ["127.0.0.9"] and mail_from_domain != "ok.example"'
+actions = [{ action = "tmpreject", code = 451, enhanced_code = "4.7.1", text = "later" }]
+
+[[rules]]
+name = "authenticated-only"
+event = "rcpt_to"
+condition = 'rcpt_local_part == "private" and auth_user == ""'
+actions = [{ action = "reject", code = 550, enhanced_code = "5.7.1", text = "private" }]
+
+[[rules]]
+name = "spam-subject"
+event = "headers_received"
+condition = 'contains(header("Subject"), "spam")'
+actions = [{ action = "reject", code = 554, enhanced_code = "5.7.1", text = "no spam" }]
+"""
+
+#: (client ip, helo, mail from, recipients, subject)
+SESSIONS = [
+    ("127.0.0.1", "client.example", "a@example.org", ["x@example.net"], "hello"),
+    ("127.0.0.1", "client.example", "a@example.org",
+     ["x@mydomain.example", "y@example.net"], "hello"),
+    ("127.0.0.1", "host.dyn.example", "a@example.org", ["x@example.net"], "hello"),
+    ("127.0.0.9", "client.example", "a@example.org", ["x@example.net"], "hello"),
+    ("127.0.0.9", "client.example", "a@ok.example", ["private@example.net"], "hello"),
+    ("127.0.0.1", "client.example", "a@example.org", ["x@example.net"], "buy spam now"),
+    ("127.0.0.1", "client.example", "a@example.org", ["x@elsewhere.example"], "hello"),
+]
+
+
+def _normal(lines: list[str]) -> list[str]:
+    return [re.sub(r"queued as \S.*", "queued as ID", line) for line in lines]
+
+
+def _server_replies(app, ip, helo, sender, rcpts, message) -> list[str]:
+    s = socket.create_connection(("127.0.0.1", app.port), timeout=10,
+                                 source_address=(ip, 0))
+    sent = [None, f"EHLO {helo}\r\n".encode(), f"MAIL FROM:<{sender}>\r\n".encode(),
+            *(f"RCPT TO:<{r}>\r\n".encode() for r in rcpts), b"DATA\r\n",
+            message.replace(b"\n", b"\r\n") + b".\r\n", b"QUIT\r\n"]
+    lines: list[str] = []
+    for data in sent:
+        if data is not None:
+            s.sendall(data)
+        reply = read_reply(s).decode().splitlines()
+        lines += reply
+        if not reply or (data == b"DATA\r\n" and not reply[0].startswith("354")) or \
+                reply[-1][:3] in ("421", "221"):
+            break
+    s.close()
+    return _normal(lines)
+
+
+@pytest.mark.parametrize("ip,helo,sender,rcpts,subject", SESSIONS)
+def test_explain_gives_the_servers_replies(make_appliance, tmp_path, ip, helo, sender, rcpts,
+                                           subject):
+    app = make_appliance(EXPLAINED)
+    message = f"Subject: {subject}\nFrom: <{sender}>\n\nbody\n".encode()
+    file = tmp_path / "message.eml"
+    file.write_bytes(message)
+    out = app.cli("rules", "explain", "--listener", "mta", "--client-ip", ip, "--helo", helo,
+                  "--from", sender, "--rcpt", *rcpts, "--message", str(file))
+    assert out.returncode == 0, out.stdout + out.stderr
+    explained = _normal([line[4:] for line in out.stdout.splitlines()
+                         if line.startswith("<<< ")])
+    assert explained == _server_replies(app, ip, helo, sender, rcpts, message)
+    assert len(app.queued()) == (1 if explained[-2].startswith("250 2.0.0") else 0)
+
+
+def test_explain_names_every_rule_and_what_decided(make_appliance):
+    app = make_appliance(EXPLAINED, start=False)
+    out = app.cli("rules", "explain", "--listener", "mta", "--client-ip", "127.0.0.1",
+                  "--helo", "client.example", "--from", "a@example.org",
+                  "--rcpt", "x@mydomain.example", "private@example.net").stdout
+    assert ("rcpt_to: rule 'no-plain-mydomain' matched (decided by: not tls and rcpt_domain"
+            ' == "mydomain.example"); ran: reject 530 5.7.0; answer: '
+            "reject 530 5.7.0 TLS for x@mydomain.example") in out
+    assert "<<< 530 5.7.0 TLS for x@mydomain.example" in out
+    assert ("rcpt_to: rule 'no-plain-mydomain' not matched (decided by: not tls)" not in out)
+    assert "rcpt_to: rule 'authenticated-only' matched" in out
+    assert "rcpt_to: rule 'no-plain-mydomain' not matched (decided by: rcpt_domain == " \
+        '"mydomain.example")' in out
+    assert "ehlo: rule 'helo-check' not matched (decided by: helo_name like" in out
+    tls = app.cli("rules", "explain", "--listener", "mta", "--client-ip", "127.0.0.1",
+                  "--helo", "client.example", "--from", "a@example.org", "--tls",
+                  "--auth-user", "alice", "--rcpt", "x@mydomain.example",
+                  "private@example.net").stdout
+    assert "rcpt_to: rule 'no-plain-mydomain' not matched (decided by: not tls)" in tls
+    assert tls.count("<<< 250 2.1.5") == 2
+    assert "queued as nothing (rules explain)" in tls
