@@ -109,9 +109,9 @@ def micro(messages: int) -> dict:
                       recipient=rcpt if event == "rcpt_to" else None,
                       headers=headers if event in EVENTS[4:] else None,
                       hostname="bench.localhost", extended=True)
-            started = time.perf_counter()
+            started = time.process_time()
             evaluate(rules[event], env)
-            elapsed += time.perf_counter() - started
+            elapsed += time.process_time() - started
     return {"rules": count, "messages": messages,
             "us_per_message": round(elapsed / messages * 1e6, 1)}
 

@@ -130,6 +130,7 @@ def _header_method(op: str) -> Callable[[Any, str], Run]:
                 getattr(headers, op)(name, value(env))
             else:
                 getattr(headers, op)(name)
+            env.index = None  # header() and friends read the changed header
 
         return run
 
@@ -201,6 +202,7 @@ def _execute_filters(step: Any, event: str) -> Run:
                     if failed or not found.verdict else "pass",
                     "action": found.action if failed else "continue",
                     "explanation": found.explanation if failed else ""}
+        env.index = None  # a milter may have changed the header
         verdict = found.verdict
         if verdict is not None and verdict.action is Action.ACCEPT:
             return None  # a milter's accept ends that milter, not the command

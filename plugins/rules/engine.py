@@ -33,6 +33,10 @@ class Compiled:
     rule: Rule
     condition: Node
     steps: list[Any]
+    test: Any = None  # the condition's function
+
+    def __attrs_post_init__(self) -> None:
+        self.test = self.condition.fn
 
     @property
     def name(self) -> str:
@@ -80,46 +84,48 @@ def evaluate(rules: list[Compiled], env: Env,
     what monitoring rules would have done traced before it, or None."""
     monitored: list[Verdict] = []
     for compiled in rules:
-        rule = compiled.rule
         try:
-            matched = bool(compiled.condition(env))
-            if explain is not None:
-                outcome = Outcome(rule.name, matched, compiled.condition.decided_by(env))
-                explain.append(outcome)
+            matched = compiled.test(env)
         except Exception as exc:  # noqa: BLE001 - the rule's failure, reported as such
             return _failed(compiled, env, exc, explain)
+        outcome = None
+        if explain is not None:
+            outcome = Outcome(compiled.name, bool(matched), compiled.condition.decided_by(env))
+            explain.append(outcome)
         if not matched:
             continue
-        ran = outcome.actions if explain is not None else []
+        rule = compiled.rule
         if rule.mode == "monitor":
-            would = _would(compiled, env)
-            monitored.append(would)
-            ran += [f"(monitor) {describe_step(s)}" for s in rule.actions]
-            if rule.stop:
-                break
-            continue
-        verdict = None
-        try:
-            for step, run in zip(rule.actions, compiled.steps, strict=True):
+            monitored.append(_would(compiled, env))
+            if outcome is not None:
+                outcome.actions = [f"(monitor) {describe_step(s)}" for s in rule.actions]
+        else:
+            try:
+                verdict = _run(compiled, env, outcome)
+            except Exception as exc:  # noqa: BLE001
                 if explain is not None:
-                    ran.append(describe_step(step))
-                found = run(env)
-                if found is not None and found.stops:
-                    verdict = found
-                    break
-        except Exception as exc:  # noqa: BLE001
-            if explain is not None:
-                explain.pop()
-            return _failed(compiled, env, exc, explain)
-        if verdict is not None:
-            verdict = evolve(verdict, rule=rule.name, monitored=tuple(monitored))
-            if explain is not None:
-                outcome.verdict = verdict
-            return verdict
+                    explain.pop()
+                return _failed(compiled, env, exc, explain)
+            if verdict is not None:
+                verdict = evolve(verdict, rule=rule.name, monitored=tuple(monitored))
+                if outcome is not None:
+                    outcome.verdict = verdict
+                return verdict
         if rule.stop:
             break
     if monitored:
         return Verdict(Action.CONTINUE, monitored=tuple(monitored))
+    return None
+
+
+def _run(compiled: Compiled, env: Env, outcome: Outcome | None) -> Verdict | None:
+    """The actions of a matching rule, until a reply that decides."""
+    for step, run in zip(compiled.rule.actions, compiled.steps, strict=True):
+        if outcome is not None:
+            outcome.actions.append(describe_step(step))
+        found = run(env)
+        if found is not None and found.stops:
+            return found
     return None
 
 

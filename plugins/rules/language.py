@@ -65,15 +65,20 @@ class Scope:
 
 
 # --- nodes ------------------------------------------------------------------------------
+#
+# Each node builds, once, ``fn``: a plain function of the evaluation environment
+# (closures over its operands' own ``fn``), so evaluating a condition is a few
+# function calls, not a walk of objects. The nodes stay for ``rules explain``.
 
 
 class Node:
     """One part of a condition; ``text`` is its source, for ``rules explain``."""
 
     text = ""
+    fn: Callable[[Any], Any]
 
     def __call__(self, env: Any) -> Any:
-        raise NotImplementedError
+        return self.fn(env)
 
     def decided_by(self, env: Any) -> str:
         """The part of the condition that decided its value (itself by default)."""
@@ -83,25 +88,19 @@ class Node:
 class Const(Node):
     def __init__(self, value: Any) -> None:
         self.value = value
-
-    def __call__(self, env: Any) -> Any:
-        return self.value
+        self.fn = lambda env: value
 
 
 class Var(Node):
     def __init__(self, getter: Callable[[Any], Any]) -> None:
-        self.getter = getter
-
-    def __call__(self, env: Any) -> Any:
-        return self.getter(env)
+        self.fn = getter
 
 
 class And(Node):
     def __init__(self, left: Node, right: Node) -> None:
         self.left, self.right = left, right
-
-    def __call__(self, env: Any) -> bool:
-        return bool(self.left(env)) and bool(self.right(env))
+        lf, rf = left.fn, right.fn
+        self.fn = lambda env: bool(lf(env)) and bool(rf(env))
 
     def decided_by(self, env: Any) -> str:
         if not self.left(env):
@@ -112,9 +111,8 @@ class And(Node):
 class Or(Node):
     def __init__(self, left: Node, right: Node) -> None:
         self.left, self.right = left, right
-
-    def __call__(self, env: Any) -> bool:
-        return bool(self.left(env)) or bool(self.right(env))
+        lf, rf = left.fn, right.fn
+        self.fn = lambda env: bool(lf(env)) or bool(rf(env))
 
     def decided_by(self, env: Any) -> str:
         if self.left(env):
@@ -124,41 +122,51 @@ class Or(Node):
 
 class Not(Node):
     def __init__(self, inner: Node) -> None:
-        self.inner = inner
-
-    def __call__(self, env: Any) -> bool:
-        return not self.inner(env)
+        inner_fn = inner.fn
+        self.fn = lambda env: not inner_fn(env)
 
 
 def _same(a: Any, b: Any) -> bool:
     """==: strings without regard to case (addresses, domains, names), numbers as
     numbers, anything else as Python compares it."""
-    if isinstance(a, str) and isinstance(b, str):
+    if a.__class__ is str and b.__class__ is str:
         return a.lower() == b.lower()
     return a == b
 
 
-def _order(op: str) -> Callable[[Any, Any], bool]:
-    test = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-            ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}[op]
+_ORDER = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+          ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 
-    def compare(a: Any, b: Any) -> bool:
-        if isinstance(a, bool) or isinstance(b, bool):
-            return False
-        if isinstance(a, int | float) and isinstance(b, int | float):
-            return test(a, b)
-        return isinstance(a, str) and isinstance(b, str) and test(a, b)
 
-    return compare
+def _is_number(value: Any) -> bool:
+    return value.__class__ in (int, float)
 
 
 class Compare(Node):
     def __init__(self, left: Node, op: str, right: Node) -> None:
-        self.left, self.right = left, right
-        self.test = {"==": _same, "!=": lambda a, b: not _same(a, b)}.get(op) or _order(op)
+        lf, rf = left.fn, right.fn
+        if op in ("==", "!="):
+            negate = op == "!="
+            if isinstance(right, Const) and isinstance(right.value, str):
+                const = right.value.lower()  # the common case: a variable and a text
 
-    def __call__(self, env: Any) -> bool:
-        return self.test(self.left(env), self.right(env))
+                def equal(env: Any) -> bool:
+                    value = lf(env)
+                    return (value.__class__ is str and value.lower() == const) != negate
+            else:
+                def equal(env: Any) -> bool:
+                    return _same(lf(env), rf(env)) != negate
+            self.fn = equal
+            return
+        test = _ORDER[op]
+
+        def order(env: Any) -> bool:
+            a, b = lf(env), rf(env)
+            if _is_number(a) and _is_number(b):
+                return test(a, b)
+            return a.__class__ is str and b.__class__ is str and test(a, b)
+
+        self.fn = order
 
 
 class Matcher:
@@ -173,11 +181,22 @@ class Matcher:
         self.networks = NetList(parse_texts([t for t in texts if is_entry(t)], where))
         wild = [fnmatch.translate(t.lower()) for t in texts if _is_wild(t) and not is_entry(t)]
         self.wild = re.compile("|".join(wild)) if wild else None
+        #: The last value asked about and the answer: a session asks about its one
+        #: client address, sender, recipient many times (one greenlet runs at a time).
+        self.last: tuple[Any, bool] = (None, False)
 
     def __contains__(self, value: Any) -> bool:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        last = self.last
+        if value is last[0] and value is not None:
+            return last[1]
+        found = self._find(value)
+        self.last = (value, found)
+        return found
+
+    def _find(self, value: Any) -> bool:
+        if value.__class__ in (int, float):
             return value in self.numbers or str(value) in self.exact
-        text = str(value).lower() if value is not None else ""
+        text = value.lower() if value.__class__ is str else _text(value).lower()
         if text in self.exact:
             return True
         if self.networks and text in self.networks:  # not an address: not in it
@@ -191,44 +210,54 @@ def _is_wild(text: str) -> bool:
 
 class In(Node):
     def __init__(self, left: Node, right: Node, negate: bool) -> None:
-        self.left, self.negate = left, negate
-        self.matcher = right.value if isinstance(right, Const) and isinstance(
-            right.value, Matcher) else None
-        self.right = right
+        lf, rf = left.fn, right.fn
+        if isinstance(right, Const) and isinstance(right.value, Matcher):
+            matcher = right.value
+            self.fn = lambda env: (lf(env) in matcher) != negate
+            return
 
-    def __call__(self, env: Any) -> bool:
-        value = self.left(env)
-        if self.matcher is not None:
-            found = value in self.matcher
-        else:
-            where = self.right(env)
+        def contained(env: Any) -> bool:
+            value, where = lf(env), rf(env)
             if isinstance(where, str):
                 found = isinstance(value, str) and value.lower() in where.lower()
             elif isinstance(where, list | tuple | set | frozenset):
                 found = any(_same(value, item) for item in where)
             else:
                 found = False
-        return found != self.negate
+            return found != negate
+
+        self.fn = contained
 
 
 class Pattern(Node):
     """``matches`` (a regular expression, searched) and ``like`` (a wildcard)."""
 
     def __init__(self, left: Node, pattern: re.Pattern) -> None:
-        self.left, self.pattern = left, pattern
+        lf, search = left.fn, pattern.search
 
-    def __call__(self, env: Any) -> bool:
-        value = self.left(env)
-        return isinstance(value, str) and self.pattern.search(value) is not None
+        def found(env: Any) -> bool:
+            value = lf(env)
+            return value.__class__ is str and search(value) is not None
+
+        self.fn = found
 
 
 class Call(Node):
     def __init__(self, fn: Callable[..., Any], args: list[Node], needs_env: bool) -> None:
-        self.fn, self.args, self.needs_env = fn, args, needs_env
-
-    def __call__(self, env: Any) -> Any:
-        values = [a(env) for a in self.args]
-        return self.fn(env, *values) if self.needs_env else self.fn(*values)
+        fns = [a.fn for a in args]
+        if needs_env and len(args) == 1 and isinstance(args[0], Const):
+            const = args[0].value  # header("Subject"): the usual form
+            self.fn = lambda env: fn(env, const)
+        elif needs_env:
+            self.fn = lambda env: fn(env, *[f(env) for f in fns])
+        elif len(fns) == 1:
+            only = fns[0]
+            self.fn = lambda env: fn(only(env))
+        elif len(fns) == 2 and isinstance(args[1], Const):
+            first, const = fns[0], args[1].value
+            self.fn = lambda env: fn(first(env), const)
+        else:
+            self.fn = lambda env: fn(*[f(env) for f in fns])
 
 
 # --- functions ---------------------------------------------------------------------------
@@ -251,9 +280,9 @@ FUNCTIONS: dict[str, tuple[Callable[..., Any], int]] = {
 }
 #: Functions of the message's header section: only at headers_received and message.
 HEADER_FUNCTIONS = {
-    "header": lambda env, name: (env.headers.get_all(name) or [""])[0] if env.headers else "",
-    "has_header": lambda env, name: bool(env.headers and env.headers.get_all(name)),
-    "header_count": lambda env, name: len(env.headers.get_all(name)) if env.headers else 0,
+    "header": lambda env, name: (env.header_values(name) or [""])[0],
+    "has_header": lambda env, name: bool(env.header_values(name)),
+    "header_count": lambda env, name: len(env.header_values(name)),
 }
 HEADER_EVENTS = ("headers_received", "message")
 

@@ -52,6 +52,20 @@ class Env:
     username: str = ""  # at auth
     mechanism: str = ""
     dns: Any = None  # the appliance's resolver, for the check methods
+    #: The header fields by lower-case name, built at the first header() of the
+    #: event's rules and dropped by the actions that change the header.
+    index: dict[str, list[str]] | None = None
+
+    def header_values(self, name: str) -> list[str]:
+        if self.headers is None:
+            return []
+        if self.index is None:
+            index: dict[str, list[str]] = {}
+            for field_name, value in self.headers:  # unfolded, as Headers.get_all gives
+                index.setdefault(field_name.lower(), []).append(
+                    value.replace("\r\n", "").strip() if "\r\n" in value else value.strip())
+            self.index = index
+        return self.index.get(name.lower(), [])
 
 
 @frozen
