@@ -528,3 +528,80 @@ def test_explain_names_every_rule_and_what_decided(make_appliance):
     assert "rcpt_to: rule 'no-plain-mydomain' not matched (decided by: not tls)" in tls
     assert tls.count("<<< 250 2.1.5") == 2
     assert "queued as nothing (rules explain)" in tls
+
+
+def test_add_filter_and_execute_filters_with_real_milters(make_appliance, scripted_milters):
+    first, second = scripted_milters
+    app = make_appliance(f"""
+        [[milter.milters]]
+        name = "first"
+        socket = "{first.socket}"
+        [[milter.milters]]
+        name = "second"
+        socket = "{second.socket}"
+        on_demand = true
+
+        [[rules]]
+        name = "ask-for-a-milter"
+        event = "ehlo"
+        condition = 'helo_name == "wants-nothing.example"'
+        actions = [{{ method = "add_filter", name = "no-such-milter" }}]
+
+        [[rules]]
+        name = "unknown-milter"
+        event = "mail_from"
+        condition = 'add_filter_result == "error"'
+        actions = [{{ action = "reject", text = "#add_filter_explanation#" }}]
+
+        [[rules]]
+        name = "run-second"
+        event = "message"
+        condition = 'has_header("X-Run-Second")'
+        actions = [{{ method = "execute_filters", pattern = "sec*" }}]
+
+        [[rules]]
+        name = "after-second"
+        event = "message"
+        condition = 'filter.second.result == "pass"'
+        actions = [{{ method = "add_header", name = "X-Second", value = "#filter.second.result#" }}]
+        """)
+    s = connect(app)
+    talk(s, b"EHLO wants-nothing.example\r\n")
+    assert talk(s, b"MAIL FROM:<a@example.org>\r\n") == (
+        b"550 5.7.1 no milter named 'no-such-milter' on listener 'mta'\r\n")
+    assert _send(app, b"X-Run-Second: yes\r\nSubject: x\r\n\r\nbody\r\n").startswith(b"250")
+    _, data = stored(app)
+    assert data.count(b"X-Test-Milter: second") == 1  # by the rule; the plugin not again
+    assert b"X-Second: pass" in data and b"X-Test-Milter: first" in data
+    refused = _send(app, b"X-Run-Second: yes\r\nX-Test-Action: reject\r\n\r\nbody\r\n")
+    assert refused.startswith(b"554 5.7.1 Rejected by test milter")
+    assert len(app.queued()) == 1
+    assert "rules:run-second reject 554 5.7.1" in app.log()
+
+
+def test_spf_and_sender_mx_methods(make_appliance, dns_server):
+    app = make_appliance(dns_server.toml() + """
+        [[rules]]
+        name = "checks"
+        event = "mail_from"
+        actions = [{ method = "check_spf" }, { method = "check_sender_mx" }]
+        [[rules]]
+        name = "spf-fail"
+        event = "mail_from"
+        condition = 'spf_result == "Fail"'
+        [[rules.actions]]
+        action = "reject"
+        enhanced_code = "5.7.23"
+        text = "SPF #spf_result# for #checks.spf.domain#"
+        [[rules]]
+        name = "no-mx"
+        event = "mail_from"
+        condition = 'sender_mx_result == "Fail"'
+        [[rules.actions]]
+        action = "reject"
+        enhanced_code = "5.1.8"
+        text = "no MX: #checks.sender-mx.explanation#"
+        """)
+    assert _mail(app, "a@fail.spf.test").startswith(b"550 5.7.23 SPF Fail for fail.spf.test")
+    assert _mail(app, "a@pass.spf.test").startswith(b"250")
+    assert _mail(app, "a@no-address.mx.test").startswith(b"550 5.1.8 no MX:")
