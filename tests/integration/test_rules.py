@@ -10,6 +10,7 @@ import re
 import signal
 import smtplib
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from appliance.users import make_entry, write_users
 
-from .conftest import read_reply
+from .conftest import have, read_reply
 from .test_receive import MSG, connect, stored, talk
 from .test_tls import client_context
 
@@ -605,3 +606,136 @@ def test_spf_and_sender_mx_methods(make_appliance, dns_server):
     assert _mail(app, "a@fail.spf.test").startswith(b"550 5.7.23 SPF Fail for fail.spf.test")
     assert _mail(app, "a@pass.spf.test").startswith(b"250")
     assert _mail(app, "a@no-address.mx.test").startswith(b"550 5.1.8 no MX:")
+
+
+def test_geoip_method_with_a_real_database(make_appliance, tmp_path):
+    from tests.mmdb import write_country_db
+
+    db = write_country_db(tmp_path / "country.mmdb")
+    app = make_appliance(f"""
+        [geoip]
+        database = "{db}"
+        private_addresses = "lookup"
+        [[rules]]
+        name = "no-cn-senders"
+        event = "mail_from"
+        actions = [{{ method = "check_geoip", banned = ["CN"], ban_action = "tmpreject" }}]
+        [[rules]]
+        name = "tag-country"
+        event = "rcpt_to"
+        condition = 'not geoip_banned and geoip_country == "DE"'
+        actions = [{{ set = "rcpt_folder", value = "From-#geoip_country#" }}]
+        """)
+    cn = smtplib.SMTP(timeout=10, source_address=("127.0.3.1", 0))
+    cn.connect("127.0.0.1", app.port)  # [geoip] bans nobody: the greeting is a 220
+    cn.ehlo("x.example")
+    assert cn.mail("a@example.org") == (451, b"4.7.1 Connections from CN are not accepted")
+    with smtplib.SMTP("127.0.0.1", app.port, source_address=("127.0.1.9", 0)) as de:
+        assert de.sendmail("a@example.org", ["b@example.net"], MSG) == {}
+    env, _ = stored(app)
+    assert env["recipients"][0]["folder"] == "From-DE"
+    assert env["checks"]["geoip"]["banned"] is False
+
+
+def test_listener_rules_apply_to_their_listener_only(make_appliance):
+    app = make_appliance("""
+        [[rules]]
+        name = "everywhere"
+        event = "rcpt_to"
+        condition = 'rcpt_local_part == "nobody"'
+        [[rules.actions]]
+        action = "reject"
+        code = 550
+        enhanced_code = "5.1.1"
+        text = "no such user"
+        [[listeners.submission.rules]]
+        name = "submission-only"
+        event = "mail_from"
+        condition = 'auth_user == ""'
+        [[listeners.submission.rules.actions]]
+        action = "reject"
+        code = 530
+        enhanced_code = "5.7.0"
+        text = "log in first"
+        """, listeners={"mta": {}, "submission": {}})
+    for listener in ("mta", "submission"):
+        s = connect(app, app.ports[listener])
+        talk(s, b"EHLO client.example\r\n")
+        reply = talk(s, b"MAIL FROM:<a@example.org>\r\n")
+        if listener == "submission":
+            assert reply == b"530 5.7.0 log in first\r\n"
+            continue
+        assert reply.startswith(b"250")
+        assert talk(s, b"RCPT TO:<nobody@example.net>\r\n") == b"550 5.1.1 no such user\r\n"
+
+
+def test_list_file_is_read_again_on_reload(make_appliance, tmp_path):
+    listed = tmp_path / "senders.txt"
+    listed.write_text("one@example.org\n")
+    app = make_appliance(f"""
+        [[rules]]
+        name = "listed-senders"
+        event = "mail_from"
+        condition = 'mail_from in file("{listed}")'
+        actions = [{{ action = "reject", text = "listed" }}]
+        """)
+    assert _mail(app, "one@example.org").startswith(b"550 5.7.1 listed")
+    assert _mail(app, "two@example.org").startswith(b"250")
+    listed.write_text("two@example.org\n")
+    app.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reloaded" not in app.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _mail(app, "two@example.org").startswith(b"550 5.7.1 listed")
+    assert _mail(app, "one@example.org").startswith(b"250")
+
+
+@pytest.mark.skipif(not have("swaks"), reason="swaks not installed")
+def test_swaks_through_a_header_rule(make_appliance):
+    app = make_appliance("""
+        [[rules]]
+        name = "swaks-header"
+        event = "headers_received"
+        condition = 'header("X-Mailer") like "swaks*"'
+        actions = [{ method = "read_header", name = "X-Mailer" },
+                   { method = "add_header", name = "X-Seen-Mailer", value = "#header_value#" },
+                   { method = "modify_header", name = "X-Tool", value = "swaks" }]
+        """)
+    done = subprocess.run(["swaks", "--server", "127.0.0.1", "--port", str(app.port),
+                           "--from", "a@example.org", "--to", "b@example.net",
+                           "--helo", "swaks.example"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "250 2.0.0 Ok: queued as" in done.stdout
+    _, data = stored(app)
+    assert b"X-Tool: swaks" in data and b"X-Seen-Mailer: swaks v" in data
+
+
+def test_auth_event_and_discard_action(make_appliance, certs, tmp_path):
+    users = tmp_path / "users.toml"
+    write_users(users, {u: make_entry(u, "pw", ["PLAIN"], "mx") for u in ("alice", "mallory")})
+    app = make_appliance(f"""
+        [auth]
+        users_file = "{users}"
+        [[rules]]
+        name = "no-mallory"
+        event = "auth"
+        condition = 'auth_user == "mallory" and auth_mechanism in ["PLAIN", "LOGIN"]'
+        actions = [{{ action = "reject", code = 535, enhanced_code = "5.7.8", text = "not you" }}]
+        [[rules]]
+        name = "drop-quietly"
+        event = "rcpt_to"
+        condition = 'rcpt_local_part == "void"'
+        actions = [{{ action = "discard" }}]
+        """, listeners={"mta": {"tls_mode": "starttls"}})
+    with smtplib.SMTP("localhost", app.port, timeout=10) as c:
+        c.starttls(context=client_context(certs))
+        c.ehlo("tls.example")
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            c.login("mallory", "pw")
+        assert (refused.value.smtp_code, refused.value.smtp_error) == (535, b"5.7.8 not you")
+        c.login("alice", "pw")
+        assert c.sendmail("alice@example.org", ["void@example.net", "b@example.net"],
+                          MSG) == {}
+    env, _ = stored(app)
+    assert [r["address"] for r in env["recipients"]] == ["b@example.net"]
