@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,14 @@ def run(args: argparse.Namespace, config_dir: str, found: dict[str, Any],
     try:
         config = load_config(config_dir, **loader_inputs(found))
     except ConfigError as exc:
-        print(exc)
+        print(exc, file=sys.stderr)
         return 1
     if args.listener and args.listener not in config.listeners:
         print(f"no listener named {args.listener!r} "
-              f"(configured: {', '.join(config.listeners) or 'none'})")
+              f"(configured: {', '.join(config.listeners) or 'none'})", file=sys.stderr)
         return 1
     if AREA not in config.areas:
-        print("the rules plugin is not installed")
+        print("the rules plugin is not installed", file=sys.stderr)
         return 1
     if args.action == "list":
         return _list(config, args.listener, args.json)
@@ -139,10 +140,14 @@ def explain(args: argparse.Namespace, config_dir: str, found: dict[str, Any]) ->
     from appliance.server.stress import Stress
 
     found = {**found, "rules-explain": Discovered("rules-explain", _NotQueued())}
-    runtime = build_runtime(config_dir, found)
+    try:
+        runtime = build_runtime(config_dir, found)
+    except (ConfigError, OSError) as exc:
+        print(f"smtp-appliance rules explain: {exc}", file=sys.stderr)
+        return 1
     lr = runtime.listeners.get(args.listener)
     if lr is None:
-        print(f"listener {args.listener!r} is disabled")
+        print(f"listener {args.listener!r} is disabled", file=sys.stderr)
         return 1
     server_sock, client = _loopback_pair()
     session = Session(runtime, lr, server_sock, (args.client_ip, 40000), Stress(list))

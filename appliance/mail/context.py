@@ -53,7 +53,11 @@ class TraceEntry:
     rule: str = ""
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The envelope's form; ``rule`` only when a rule decided."""
+        entry = asdict(self)
+        if not self.rule:
+            del entry["rule"]
+        return entry
 
     def __str__(self) -> str:
         who = f"{self.plugin}:{self.rule}" if self.rule else self.plugin

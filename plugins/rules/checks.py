@@ -53,8 +53,8 @@ def compile_dnsbl(step: Any, event: str) -> Run:
 
     def run(env: Any) -> None:
         checks = env.session.checks
-        if checks.value("dnsbl", "zone") in zones or checks.value("dnsbl") == "" and \
-                checks.value("dnsbl", "zones") == zones:
+        found = checks.get("dnsbl")  # a listing in one of these zones, or this very check
+        if found is not None and (found.get("zone") in zones or found.get("zones") == zones):
             return
         lookup = env.dns.budget(TIMEOUT)
         ip = env.session.remote_ip
