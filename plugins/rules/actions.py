@@ -170,15 +170,24 @@ def _starttls(enable: bool) -> Callable[[Any, str], Run]:
     return lambda step, event: lambda env: setattr(env.session, "starttls_allowed", enable)
 
 
+def filter_sets(session: Any) -> list[Any]:
+    """The session's filters a rule can add or run: the policy servers and HTTP
+    hooks that offer themselves in ``session.stash["filters.NAME"]``, then the
+    milters (docs/plugins.md, "Filters from rules"); each has ``names()``,
+    ``add(name)`` and ``execute(pattern, stage, ...)``."""
+    sets = [v for k, v in session.stash.items() if k.startswith("filters.")]
+    chain = chain_of(session)
+    return [*sets, chain] if chain is not None else sets
+
+
 def _add_filter(step: Any, event: str) -> Run:
     _need(step, "name")
 
     def run(env: Env) -> None:
-        chain = chain_of(env.session)
-        ok = chain is not None and chain.add(step.name)
-        env.state.values["add_filter_result"] = "ok" if ok else "error"
-        env.state.values["add_filter_explanation"] = "" if ok else (
-            f"no milter named {step.name!r} on listener {env.session.listener!r}")
+        ok = [f.add(step.name) for f in filter_sets(env.session)]
+        env.state.values["add_filter_result"] = "ok" if any(ok) else "error"
+        env.state.values["add_filter_explanation"] = "" if any(ok) else (
+            f"no filter named {step.name!r} on listener {env.session.listener!r}")
 
     return run
 
@@ -188,27 +197,29 @@ def _execute_filters(step: Any, event: str) -> Run:
     stage = MILTER_STAGES[event]
 
     def run(env: Env) -> Verdict | None:
-        chain = chain_of(env.session)
-        if chain is None:
-            return None
-        found = chain.execute(step.pattern, stage, env.session, env.transaction,
-                              env.recipient, env.message, env.session.hostname)
-        for link in getattr(chain, "links", ()):
-            name = link.spec.name
-            if fnmatch.fnmatchcase(name, step.pattern):
-                failed = bool(found.verdict) and found.milter == name
-                env.state.filters[name] = {
-                    "result": ("fail" if found.action in ("reject", "tmpreject") else "pass")
-                    if failed or not found.verdict else "pass",
-                    "action": found.action if failed else "continue",
-                    "explanation": found.explanation if failed else ""}
-        env.index = None  # a milter may have changed the header
-        verdict = found.verdict
-        if verdict is not None and verdict.action is Action.ACCEPT:
-            return None  # a milter's accept ends that milter, not the command
-        return verdict
+        for filters in filter_sets(env.session):
+            found = filters.execute(step.pattern, stage, env.session, env.transaction,
+                                    env.recipient, env.message,
+                                    env.hostname or env.session.helo_name)
+            env.index = None  # a filter may have changed the header
+            for name in filters.names():
+                if fnmatch.fnmatchcase(name, step.pattern):
+                    env.state.filters[name] = _filter_result(found, name)
+            verdict = found.verdict
+            if verdict is not None and verdict.action is not Action.ACCEPT:
+                return verdict  # a filter's accept ends that filter, not the command
+        return None
 
     return run
+
+
+def _filter_result(found: Any, name: str) -> dict[str, str]:
+    """Axigen's 'filterName'.result, .action, .explanation of one filter."""
+    if found.milter != name or found.verdict is None:
+        return {"result": "pass", "action": "continue", "explanation": ""}
+    refused = found.action in ("reject", "tmpreject", "abort")
+    return {"result": "fail" if refused else "pass", "action": found.action,
+            "explanation": found.explanation}
 
 
 #: method -> (how to compile it, the events it exists at, Axigen's name)
@@ -217,9 +228,9 @@ METHODS: dict[str, tuple[Callable[[Any, str], Run], tuple[str, ...], str]] = {
     "check_dnsbl": (checks.compile_dnsbl, ("connect", "ehlo", "auth", *ENVELOPE), "checkDNSBL"),
     "check_sender_mx": (checks.compile_sender_mx, ENVELOPE[:2], "checkSenderMX"),
     "check_geoip": (checks.compile_geoip, ("connect", "ehlo", "auth", *ENVELOPE), "checkGeoIp"),
-    "add_filter": (_add_filter, ("connect", "ehlo", "mail_from", "rcpt_to", *DATA),
-                   "addFilter"),
-    "execute_filters": (_execute_filters, tuple(MILTER_STAGES), "executeFilters"),
+    # the filters join a session at connect, after the rules: from ehlo on
+    "add_filter": (_add_filter, ("ehlo", "mail_from", "rcpt_to", *DATA), "addFilter"),
+    "execute_filters": (_execute_filters, tuple(MILTER_STAGES)[1:], "executeFilters"),
     "add_header": (_header_method("add"), DATA, "addHeader"),
     "add_header_if_absent": (_header_method("add_if_absent"), DATA, "addIfNotExistsHeader"),
     "remove_first_header": (_header_method("remove_first"), DATA, "removeFirstHeader"),

@@ -11,6 +11,7 @@ import signal
 import smtplib
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -569,7 +570,7 @@ def test_add_filter_and_execute_filters_with_real_milters(make_appliance, script
     s = connect(app)
     talk(s, b"EHLO wants-nothing.example\r\n")
     assert talk(s, b"MAIL FROM:<a@example.org>\r\n") == (
-        b"550 5.7.1 no milter named 'no-such-milter' on listener 'mta'\r\n")
+        b"550 5.7.1 no filter named 'no-such-milter' on listener 'mta'\r\n")
     assert _send(app, b"X-Run-Second: yes\r\nSubject: x\r\n\r\nbody\r\n").startswith(b"250")
     _, data = stored(app)
     assert data.count(b"X-Test-Milter: second") == 1  # by the rule; the plugin not again
@@ -739,3 +740,52 @@ def test_auth_event_and_discard_action(make_appliance, certs, tmp_path):
                           MSG) == {}
     env, _ = stored(app)
     assert [r["address"] for r in env["recipients"]] == ["b@example.net"]
+
+
+def test_policy_server_on_demand_from_rules(make_appliance):
+    from .test_policy import ScriptedPolicyServer
+
+    policy = ScriptedPolicyServer()
+    threading.Thread(target=policy.serve_forever, daemon=True).start()
+    try:
+        app = make_appliance(f"""
+            [[policy.servers]]
+            name = "script"
+            address = "{policy.address}"
+            stages = ["rcpt"]
+            on_demand = true
+            [[rules]]
+            name = "add-policy"
+            event = "ehlo"
+            condition = 'helo_name == "add.example"'
+            actions = [{{ method = "add_filter", name = "script" }}]
+            [[rules]]
+            name = "filtered-domain"
+            event = "rcpt_to"
+            condition = 'rcpt_domain == "filtered.example"'
+            actions = [{{ method = "execute_filters", pattern = "scr*" }}]
+            [[rules]]
+            name = "after-filter"
+            event = "rcpt_to"
+            condition = 'filter.script.result == "pass" and rcpt_domain == "filtered.example"'
+            actions = [{{ set = "rcpt_folder", value = "Filtered" }}]
+            """)
+        s = connect(app)
+        talk(s, b"EHLO plain.example\r\n")
+        talk(s, b"MAIL FROM:<a@example.org>\r\n")
+        # on demand: not asked for other domains; asked once (by the rule) for this one
+        assert talk(s, b"RCPT TO:<reject@other.example>\r\n").startswith(b"250")
+        assert talk(s, b"RCPT TO:<reject@filtered.example>\r\n").startswith(b"5")
+        assert [r["recipient"] for r in policy.requests] == ["reject@filtered.example"]
+        assert talk(s, b"RCPT TO:<ok@filtered.example>\r\n").startswith(b"250")
+        assert len(policy.requests) == 2
+        assert "rules:filtered-domain reject" in app.log()
+        # added by a rule at EHLO: the plugin asks it for every recipient from then on
+        s = connect(app)
+        talk(s, b"EHLO add.example\r\n")
+        talk(s, b"MAIL FROM:<a@example.org>\r\n")
+        assert talk(s, b"RCPT TO:<reject@other.example>\r\n").startswith(b"5")
+        assert len(policy.requests) == 3
+    finally:
+        policy.shutdown()
+        policy.server_close()
