@@ -789,3 +789,38 @@ def test_policy_server_on_demand_from_rules(make_appliance):
     finally:
         policy.shutdown()
         policy.server_close()
+
+
+def test_http_hook_on_demand_from_rules(make_appliance):
+    from http.server import ThreadingHTTPServer
+
+    from .test_http_hooks import TOKEN, FilterHandler
+
+    web = ThreadingHTTPServer(("127.0.0.1", 0), FilterHandler)
+    web.daemon_threads, web.requests = True, []
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        app = make_appliance(f"""
+            [[http_hooks.hooks]]
+            name = "web"
+            url = "http://127.0.0.1:{web.server_address[1]}/filter"
+            auth_header = "{TOKEN}"
+            stages = ["data"]
+            on_demand = true
+            [[rules]]
+            name = "scan-some"
+            event = "message"
+            condition = 'has_header("X-Scan-Me")'
+            actions = [{{ method = "execute_filters", pattern = "w*" }}]
+            """)
+        assert _send(app, b"Subject: plain\r\n\r\nVIAGRA\r\n").startswith(b"250")
+        assert web.requests == []  # on demand: not asked unless a rule does
+        refused = _send(app, b"X-Scan-Me: 1\r\nSubject: x\r\n\r\nVIAGRA\r\n")
+        assert refused.startswith(b"550 5.7.1 Spam keyword found")
+        assert _send(app, b"X-Scan-Me: 1\r\nSubject: y\r\n\r\nclean\r\n").startswith(b"250")
+        assert len(web.requests) == 2  # once per message: the plugin did not ask again
+        _, data = stored(app)
+        assert data.count(b"X-Filter: checked") == 1
+    finally:
+        web.shutdown()
+        web.server_close()
