@@ -34,24 +34,20 @@ CONNECTION = ("connect", "ehlo")
 Run = Callable[[Env], Verdict | None]
 
 
-class RuleFailure(Exception):
-    """A method could not do its work now (a check's DNS failed, no milter...):
-    the command gets 451 4.3.0 naming the rule."""
-
-
 def _text(step: Any, field: str, event: str) -> Callable[[Env], str]:
     """A text that may use ``#variable#``: its names are checked now."""
     text = getattr(step, field)
     if not isinstance(text, str):
         raise ValueError(f"{field}: expected a string (got {text!r})")
+    getters = {}
     for name in template_names(text):
         try:
-            getter(name, event)
+            getters[name] = getter(name, event)
         except ValueError as exc:
             raise ValueError(f"{field}: #{name}#: {exc}") from None
-    if not template_names(text):
+    if not getters:
         return lambda env: text
-    return lambda env: " ".join(expand(text, env, lambda n: getter(n, event)).split())
+    return lambda env: " ".join(expand(text, env, getters.__getitem__).split())
 
 
 def compile_reply(step: Any, event: str) -> Run:

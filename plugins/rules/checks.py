@@ -24,10 +24,9 @@ TIMEOUT = 10.0
 Run = Callable[[Any], Verdict | None]
 
 
-def _failure(text: str) -> Exception:
-    from .actions import RuleFailure
-
-    return RuleFailure(text)
+class RuleFailure(Exception):
+    """A method could not do its work now (a check's DNS failed, no GeoIP result):
+    the command gets 451 4.3.0 naming the rule."""
 
 
 def compile_spf(step: Any, event: str) -> Run:
@@ -39,7 +38,7 @@ def compile_spf(step: Any, event: str) -> Run:
         result, text = spf_check(env.dns.budget(TIMEOUT), session.remote_ip, sender,
                                  session.helo_name, session.hostname, TIMEOUT)
         if result == "temperror":
-            raise _failure(f"SPF: temporary DNS error: {text}")
+            raise RuleFailure(f"SPF: temporary DNS error: {text}")
         tx.checks.record("spf", SEED_NAMES.get(result, result), text,
                          domain=sender.rpartition("@")[2])
 
@@ -66,7 +65,7 @@ def compile_dnsbl(step: Any, event: str) -> Run:
                     checks.record("dnsbl", answers[0], text, zone=zone)
                     return
         except DnsTempError as exc:
-            raise _failure(f"DNSBL lookup failed: {exc}") from None
+            raise RuleFailure(f"DNSBL lookup failed: {exc}") from None
         checks.record("dnsbl", "", "", zone="", zones=zones)
 
     return run
@@ -99,7 +98,7 @@ def compile_geoip(step: Any, event: str) -> Run:
     def run(env: Any) -> Verdict | None:
         checks = env.session.checks
         if "geoip" not in checks:
-            raise _failure("no GeoIP result: the geoip plugin is not enabled for this "
+            raise RuleFailure("no GeoIP result: the geoip plugin is not enabled for this "
                            "listener ([plugins.geoip], [geoip] database)")
         country = (checks.value("geoip", "country") or "").upper()
         is_banned = country in banned or bool(allowed and country not in allowed)
