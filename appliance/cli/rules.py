@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from appliance.config import ConfigError, load_config
 from appliance.hooks.plugin import hookimpl
 
@@ -135,7 +137,7 @@ def explain(args: argparse.Namespace, config_dir: str, found: dict[str, Any]) ->
 
     from appliance.hooks.host import Discovered
     from appliance.mail.context import TLSInfo, core_set
-    from appliance.server.runtime import build_runtime
+    from appliance.server.runtime import ListenerRuntime, build_runtime
     from appliance.server.session import Session
     from appliance.server.stress import Stress
 
@@ -149,12 +151,15 @@ def explain(args: argparse.Namespace, config_dir: str, found: dict[str, Any]) ->
     if lr is None:
         print(f"listener {args.listener!r} is disabled", file=sys.stderr)
         return 1
+    tls = args.tls
+    if lr.config.tls_mode == "implicit":  # no handshake here: the session is as if done
+        lr, tls = ListenerRuntime(lr.name, attrs.evolve(lr.config, tls_mode="none"), None), True
     server_sock, client = _loopback_pair()
     session = Session(runtime, lr, server_sock, (args.client_ip, 40000), Stress(list))
     ctx = session.ctx
     core_set(ctx, "local_ip", lr.config.address)
     core_set(ctx, "local_port", lr.config.port)
-    if args.tls:
+    if tls:
         core_set(ctx, "tls", TLSInfo("TLSv1.3", "TLS_AES_256_GCM_SHA384", 256))
     if args.auth_user:
         core_set(ctx, "auth_user", args.auth_user)

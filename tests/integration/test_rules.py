@@ -824,3 +824,18 @@ def test_http_hook_on_demand_from_rules(make_appliance):
     finally:
         web.shutdown()
         web.server_close()
+
+
+def test_explain_on_an_implicit_tls_listener(make_appliance):
+    app = make_appliance("""
+        [[rules]]
+        name = "tls-only"
+        event = "mail_from"
+        condition = "not tls"
+        actions = [{ action = "reject", code = 530, enhanced_code = "5.7.0", text = "TLS first" }]
+        """, listeners={"smtps": {"tls_mode": "implicit"}}, start=False)
+    out = app.cli("rules", "explain", "--listener", "smtps", "--client-ip", "127.0.0.1",
+                  "--helo", "c.example", "--from", "a@example.org", "--rcpt", "b@example.net")
+    assert out.returncode == 0, out.stderr
+    assert "mail_from: rule 'tls-only' not matched (decided by: not tls)" in out.stdout
+    assert "<<< 250 2.1.0 Ok" in out.stdout
