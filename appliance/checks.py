@@ -1,6 +1,7 @@
 """What the DNS sender checks (spf, dnsbl, sender-mx, reverse-dns) share: their
-plugin skeleton (:class:`SenderCheck`, :class:`ClientCheck`) and what each does with
-its results: a small table per result
+plugin skeleton (:class:`SenderCheck`, :class:`ClientCheck`), the checks themselves
+where rules call them too (:func:`spf_check`, :func:`sender_mx`), and what each does
+with its results: a small table per result
 (``[spf.on_fail]``) with the config vocabulary every area uses: ``action``
 (accept | continue | reject | tmpreject | discard | abort) and an optional
 ``code``, ``enhanced_code`` and ``text``.
@@ -16,14 +17,17 @@ record), ``#Zone#``, ``#Name#`` (the client's reverse name).
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import attrs
+import spf
 
 from appliance import Action, Verdict, hookimpl
 from appliance.config import Check
+from appliance.dns import DnsTempError, Lookup
 from appliance.hooks.plugin import PerListener, per_listener
 
 ActionName = Literal["accept", "continue", "reject", "tmpreject", "discard", "abort"]
@@ -109,3 +113,68 @@ class ClientCheck(SenderCheck):
     @hookimpl
     def on_rcpt_to(self, session: Any) -> Verdict | None:
         return self._stage("rcpt_to", session)
+
+
+# --- the checks themselves, for their plugins and for rules --------------------------
+
+#: pyspf's result -> Axigen's SPFResult
+SEED_NAMES = {"pass": "Pass", "fail": "Fail", "softfail": "SoftFail", "neutral": "Neutral",
+              "none": "None", "temperror": "TempError", "permerror": "PermError"}
+
+# pyspf looks DNS up through its module-level DNSLookup; during a check it uses
+# the Lookup of that check (a context variable: each session greenlet has its own).
+_current: contextvars.ContextVar[Lookup | None] = contextvars.ContextVar("spf_lookup",
+                                                                         default=None)
+_pyspf_lookup = spf.DNSLookup
+
+
+def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) -> list:
+    lookup = _current.get()
+    if lookup is None:
+        return _pyspf_lookup(name, qtype, strict, timeout)
+    try:
+        records = lookup.query(name, qtype)
+    except DnsTempError as exc:
+        raise spf.TempError(f"DNS {exc}") from exc
+    key = (name, qtype)
+    if qtype in ("A", "AAAA"):
+        return [(key, r.address) for r in records]
+    if qtype == "MX":
+        return [(key, (r.preference, r.exchange)) for r in records]
+    if qtype == "PTR":
+        return [(key, r.target.to_text(True)) for r in records]
+    if qtype in ("TXT", "SPF"):
+        return [(key, r.strings) for r in records]
+    return []
+
+
+spf.DNSLookup = _dns_lookup
+
+
+def spf_check(lookup: Lookup, ip: str, sender: str, helo: str, receiver: str,
+              seconds: float) -> tuple[str, str]:
+    """(pyspf result, explanation or error text) for one identity."""
+    token = _current.set(lookup)
+    try:
+        query = spf.query(i=ip, s=sender, h=helo, receiver=receiver, querytime=seconds)
+        result, _code, text = query.check()
+    finally:
+        _current.reset(token)
+    return result, text
+
+
+def sender_mx(lookup: Lookup, domain: str) -> tuple[str, str]:
+    """("Pass" | "Fail" | "Error", why) for a sender domain."""
+    if domain.startswith("[") and domain.endswith("]"):
+        return "Pass", "address literal"
+    try:
+        exchanges = lookup.mx(domain)
+        if exchanges:
+            if all(host == "." for _, host in exchanges):
+                return "Fail", "null MX"
+            return "Pass", "MX " + exchanges[0][1]
+        if lookup.addresses(domain):
+            return "Pass", "no MX, has an address"
+    except DnsTempError as exc:
+        return "Error", str(exc)
+    return "Fail", "no MX and no address"

@@ -11,6 +11,7 @@ ask the next.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,7 @@ from appliance import (
     per_listener,
 )
 from appliance.clients import (
+    FilterResult,
     PolicyAction,
     PolicyClient,
     PolicyUnavailable,
@@ -62,6 +64,8 @@ class PolicyServer:
     max_idle: Annotated[Duration, _POSITIVE] = Duration("300s")
     max_ttl: Annotated[Duration, _POSITIVE] = Duration("1000s")
     policy_context: str = ""
+    #: Asked only in sessions where a rule added it (add_filter, execute_filters).
+    on_demand: bool = False
 
 
 @frozen(kw_only=True)
@@ -101,6 +105,10 @@ class SessionState:
     queue_id: str = ""  # the transaction ``message`` is about
     connection: Pending = field(factory=Pending)  # connect/EHLO answers: every message
     message: Pending = field(factory=Pending)  # answers about the current message
+    #: On-demand servers rules added to this session.
+    added: set[str] = field(factory=set)
+    #: (server, stage, queue id, recipient) a rule asked already: not asked again.
+    asked: set[tuple[str, str, str, str]] = field(factory=set)
 
     def pending(self, transaction: Any) -> Pending:
         """Where answers about ``transaction`` go; a new transaction starts afresh."""
@@ -149,6 +157,8 @@ class PolicyPlugin:
 
     @hookimpl
     def on_connect(self, session: Any) -> Verdict | None:
+        if self.servers.of(session):
+            session.stash[RULES_KEY] = RuleFilters(self, session)
         return self._ask("connect", session)
 
     @hookimpl
@@ -206,8 +216,10 @@ class PolicyPlugin:
     # --- asking ----------------------------------------------------------------------
 
     def _servers(self, session: Any, stage: str) -> list[PolicyServer]:
+        state = session.stash.get("policy")
+        added = state.added if state is not None else ()
         return [s for s in self.servers.of(session)
-                if stage in s.stages]
+                if stage in s.stages and (not s.on_demand or s.name in added)]
 
     def _state(self, session: Any) -> SessionState:
         state = session.stash.get("policy")
@@ -227,6 +239,8 @@ class PolicyPlugin:
             stage, session, transaction, instance=f"{session.session_id}.{state.transactions}",
             helo=helo, extended=extended, recipient=recipient, size=size)
         for server in servers:
+            if _asked_key(server, stage, transaction, recipient) in state.asked:
+                continue  # a rule asked it at this very command
             attributes["policy_context"] = server.policy_context
             verdict = self._ask_one(server, stage, session, attributes, pending)
             if verdict is not None:
@@ -273,6 +287,66 @@ class PolicyPlugin:
             pending.redirect = action.text
         elif effect == "bcc":
             pending.bcc.append(action.text)
+
+
+RULES_KEY = "filters.policy"
+#: A rule's stage (as milters name them) -> the policy stage.
+_RULE_STAGES = {"connect": "connect", "helo": "ehlo", "mail": "mail", "rcpt": "rcpt",
+                "message": "end_of_data"}
+
+
+def _asked_key(server: PolicyServer, stage: str, transaction: Any,
+               recipient: str | None) -> tuple[str, str, str, str]:
+    return (server.name, stage, transaction.queue_id if transaction is not None else "",
+            recipient or "")
+
+
+class RuleFilters:
+    """The session's policy servers for rules (Axigen's addFilter and
+    executeFilters), in ``session.stash["filters.policy"]`` (docs/plugins.md,
+    "Filters from rules"): ``add(name)``, ``execute(pattern, stage, ...)``."""
+
+    def __init__(self, plugin: PolicyPlugin, session: Any) -> None:
+        self.plugin, self.session = plugin, session
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.plugin.servers.of(self.session)]
+
+    def add(self, name: str) -> bool:
+        if name not in self.names():
+            return False
+        self.plugin._state(self.session).added.add(name)
+        return True
+
+    def execute(self, pattern: str, stage: str, session: Any, transaction: Any = None,
+                recipient: Any = None, message: Any = None, hostname: str = ""
+                ) -> FilterResult:
+        """Ask now, at ``stage`` (connect, helo, mail, rcpt, message), the servers
+        whose name matches the shell pattern; they stay added for the session, and
+        the plugin does not ask them again at this command."""
+        policy_stage = _RULE_STAGES[stage]
+        servers = [s for s in self.plugin.servers.of(session)
+                   if fnmatch.fnmatchcase(s.name, pattern)]
+        if not servers:
+            return FilterResult(None)
+        state = self.plugin._state(session)
+        pending = state.pending(transaction)
+        address = recipient.address if recipient is not None else None
+        size = message.size if message is not None else (
+            transaction.mail_from_size if transaction is not None else None)
+        attributes = request_attributes(
+            policy_stage, session, transaction,
+            instance=f"{session.session_id}.{state.transactions}",
+            helo=hostname or session.helo_name, extended=session.esmtp or stage == "helo",
+            recipient=address, size=size)
+        for server in servers:
+            state.added.add(server.name)
+            state.asked.add(_asked_key(server, policy_stage, transaction, address))
+            attributes["policy_context"] = server.policy_context
+            verdict = self.plugin._ask_one(server, policy_stage, session, attributes, pending)
+            if verdict is not None:
+                return FilterResult(verdict, server.name)
+        return FilterResult(None)
 
 
 def to_verdict(action: PolicyAction, stage: str) -> tuple[Verdict | None, str]:

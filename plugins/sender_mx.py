@@ -18,8 +18,7 @@ from typing import Any
 from attrs import field, frozen
 
 from appliance import Duration, PluginConfig, Verdict, hookimpl
-from appliance.checks import ResultTables, SenderCheck, action_table, verdict_of
-from appliance.dns import DnsTempError, Lookup
+from appliance.checks import ResultTables, SenderCheck, action_table, sender_mx, verdict_of
 
 log = logging.getLogger("smtp_appliance.sender_mx")
 
@@ -42,23 +41,6 @@ class SenderMxArea:
     on_fail: Fail = field(factory=Fail)
     on_neutral: Neutral = field(factory=Neutral)
     on_error: Error = field(factory=Error)
-
-
-def sender_mx(lookup: Lookup, domain: str) -> tuple[str, str]:
-    """("Pass" | "Fail" | "Error", why) for a sender domain."""
-    if domain.startswith("[") and domain.endswith("]"):
-        return "Pass", "address literal"
-    try:
-        exchanges = lookup.mx(domain)
-        if exchanges:
-            if all(host == "." for _, host in exchanges):
-                return "Fail", "null MX"
-            return "Pass", "MX " + exchanges[0][1]
-        if lookup.addresses(domain):
-            return "Pass", "no MX, has an address"
-    except DnsTempError as exc:
-        return "Error", str(exc)
-    return "Fail", "no MX and no address"
 
 
 def compile_settings(area: SenderMxArea) -> ResultTables:

@@ -16,22 +16,16 @@ The plugin owns the ``[spf]`` area; a listener may override any key in
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from typing import Any
 
-import spf
 from attrs import field, frozen
 
 from appliance import AuthResult, Duration, PluginConfig, Verdict, hookimpl
-from appliance.checks import ResultTables, SenderCheck, action_table, verdict_of
-from appliance.dns import DnsTempError, Lookup
+from appliance.checks import SEED_NAMES, ResultTables, SenderCheck, action_table, verdict_of
+from appliance.checks import spf_check as check
 
 log = logging.getLogger("smtp_appliance.spf")
-
-#: pyspf's result -> Axigen's SPFResult
-SEED_NAMES = {"pass": "Pass", "fail": "Fail", "softfail": "SoftFail", "neutral": "Neutral",
-              "none": "None", "temperror": "TempError", "permerror": "PermError"}
 
 Pass = action_table("SpfPass", "continue")
 Fail = action_table("SpfFail", "reject", 550, "5.7.23", "#Explanation#")
@@ -59,48 +53,6 @@ class SpfArea:
     on_none: NoPolicy = field(factory=NoPolicy)
     on_temperror: TempError = field(factory=TempError)
     on_permerror: PermError = field(factory=PermError)
-
-
-# pyspf looks DNS up through its module-level DNSLookup; during a check it uses
-# the Lookup of that check (a context variable: each session greenlet has its own).
-_current: contextvars.ContextVar[Lookup | None] = contextvars.ContextVar("spf_lookup",
-                                                                         default=None)
-_pyspf_lookup = spf.DNSLookup
-
-
-def _dns_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) -> list:
-    lookup = _current.get()
-    if lookup is None:
-        return _pyspf_lookup(name, qtype, strict, timeout)
-    try:
-        records = lookup.query(name, qtype)
-    except DnsTempError as exc:
-        raise spf.TempError(f"DNS {exc}") from exc
-    key = (name, qtype)
-    if qtype in ("A", "AAAA"):
-        return [(key, r.address) for r in records]
-    if qtype == "MX":
-        return [(key, (r.preference, r.exchange)) for r in records]
-    if qtype == "PTR":
-        return [(key, r.target.to_text(True)) for r in records]
-    if qtype in ("TXT", "SPF"):
-        return [(key, r.strings) for r in records]
-    return []
-
-
-spf.DNSLookup = _dns_lookup
-
-
-def check(lookup: Lookup, ip: str, sender: str, helo: str, receiver: str,
-          seconds: float) -> tuple[str, str]:
-    """(pyspf result, explanation or error text) for one identity."""
-    token = _current.set(lookup)
-    try:
-        query = spf.query(i=ip, s=sender, h=helo, receiver=receiver, querytime=seconds)
-        result, _code, text = query.check()
-    finally:
-        _current.reset(token)
-    return result, text
 
 
 def _is_domain(name: str) -> bool:

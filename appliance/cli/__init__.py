@@ -9,6 +9,7 @@ import sys
 from appliance.cli import bans as cli_bans
 from appliance.cli import queue as cli_queue
 from appliance.cli import report as cli_report
+from appliance.cli import rules as cli_rules
 from appliance.cli import stats as cli_stats
 from appliance.cli import users as cli_users
 from appliance.config import ConfigError, check_config, describe_listener, load_config
@@ -41,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     bs = cli_bans.add_parser(sub)
     cli_stats.add_parsers(sub)
     cli_report.add_parser(sub)
+    rs = cli_rules.add_parser(sub)
     _also_after((*sub.choices.values(), *qs.choices.values(), *us.choices.values(),
-                 *bs.choices.values()), "--config-dir", "config_dir_sub", CONFIG_DIR_HELP)
+                 *bs.choices.values(), *rs.choices.values()), "--config-dir", "config_dir_sub",
+                CONFIG_DIR_HELP)
     _also_after(qs.choices.values(), "--spool", "spool_sub", SPOOL_HELP)
     return p
 
@@ -82,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
         return cli_users.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
     if args.command in _WITH_CONFIG:
         return _with_config(_WITH_CONFIG[args.command], config_dir, found, args)
+    if args.command == "rules":
+        return cli_rules.run(args, config_dir, found, loader_inputs)
     return cli_queue.run(args, lambda: load_config(config_dir, **loader_inputs(found)))
 
 

@@ -168,5 +168,6 @@ def _show(m: QueuedMessage, state: MessageState) -> None:
         code = f" {e['code']} {e['enhanced'] or ''}".rstrip() if e.get("code") else ""
         text = f" {e['text']!r}" if e.get("text") else ""
         mode = f" ({e['mode']})" if e.get("mode", "enforce") != "enforce" else ""
-        print(f"  {e['event']:<18} {e['plugin']:<16} {e['action']}{code}{text}{mode}")
+        who = f"{e['plugin']}:{e['rule']}" if e.get("rule") else e["plugin"]
+        print(f"  {e['event']:<18} {who:<16} {e['action']}{code}{text}{mode}")
     print(f"message file: {Path(m.message_path)}")

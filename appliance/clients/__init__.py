@@ -18,6 +18,7 @@ _EXPORTS = {
     "MilterSpec": "appliance.clients.milter",
     "STASH_KEY": "appliance.clients.milter",
     "chain_of": "appliance.clients.milter",
+    "FilterResult": "appliance.clients.milter",
     "DEFAULT_MACROS": "appliance.clients.milter.macros",
     "DovecotAuth": "appliance.clients.dovecot",
     "DovecotMechanism": "appliance.clients.dovecot",

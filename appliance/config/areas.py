@@ -6,6 +6,11 @@ frozen attrs class with a default for every key). The loader then validates
 ``[access]`` with that class, and each ``[listeners.NAME.access]`` merged key by key
 over it (the most specific wins), exactly as it does for the core ``[limits]``.
 
+An area may also be an array of tables (``[[rules]]``): its ``Area`` is then
+``list[Item]`` with ``Item`` a frozen attrs class; a listener's own array
+(``[[listeners.NAME.rules]]``) comes after the global one, as arrays of tables of
+several files append.
+
 This module owns the rules of a claim (which names are free, what an ``Area`` class
 must be) and the per-listener merge; the loader calls it.
 """
@@ -14,14 +19,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import attrs
 
 from appliance.config.merge import KeyPath, Merged
 from appliance.config.schema import AppConfig, Listener
 
-__all__ = ["AREA_NAME", "area_problem", "listener_areas", "merge_over", "reserved_names"]
+__all__ = ["AREA_NAME", "area_default", "area_problem", "is_array_area", "listener_areas",
+           "merge_over", "reserved_names"]
 
 AREA_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
@@ -44,8 +50,11 @@ def area_problem(name: Any, area_class: Any) -> str | None:
     if name in reserved_names():
         reserved = ", ".join(sorted(reserved_names()))
         return f"area {name!r} is a core name and cannot be claimed (reserved: {reserved})"
+    if is_array_area(area_class):
+        return None
     if not (isinstance(area_class, type) and attrs.has(area_class)):
-        return f"area {name!r}: Area must be an attrs class such as @frozen(kw_only=True)"
+        return (f"area {name!r}: Area must be an attrs class such as @frozen(kw_only=True), "
+                f"or list[C] of one for an array of tables")
     try:
         area_class()
     except Exception as exc:  # noqa: BLE001 - whatever it is, the claim is refused
@@ -53,6 +62,18 @@ def area_problem(name: Any, area_class: Any) -> str | None:
             f"area {name!r}: Area() failed ({type(exc).__name__}: {exc}); every key needs a default"
         )
     return None
+
+
+def is_array_area(area_class: Any) -> bool:
+    """``list[Item]`` of an attrs class: the area is an array of tables."""
+    args = get_args(area_class)
+    return (get_origin(area_class) is list and len(args) == 1 and isinstance(args[0], type)
+            and attrs.has(args[0]))
+
+
+def area_default(area_class: Any) -> Any:
+    """The TOML value of an area nobody configured: no table, or no array."""
+    return [] if is_array_area(area_class) else {}
 
 
 def merge_over(inherited: Any, own: Any) -> Any:
@@ -86,6 +107,11 @@ def listener_areas(
     for name, area_class in plugin_areas.items():
         if name not in table:
             result[name] = global_areas.get(name)
+            continue
+        if is_array_area(area_class):  # the listener's items after the global ones
+            own = structure(table[name], area_class, (*path, name))
+            inherited = global_areas.get(name)
+            result[name] = None if own is None else [*(inherited or []), *own]
             continue
         effective = merge_over(data.get(name, {}), table[name])
 

@@ -32,7 +32,7 @@ import cattrs
 import tomli
 from cattrs.errors import BaseValidationError
 
-from appliance.config.areas import area_problem, listener_areas
+from appliance.config.areas import area_default, area_problem, listener_areas
 from appliance.config.convert import Invalid, flatten, make_converter, show, type_hints
 from appliance.config.delivery import route_problems
 from appliance.config.merge import KeyPath, Merged, dotted
@@ -189,7 +189,8 @@ def build(
             return None
 
     tables = {name: structure(data.get(name, {}), cl, (name,)) for name, cl in SECTIONS.items()}
-    areas = {name: structure(data.get(name, {}), cl, (name,)) for name, cl in plugin_areas.items()}
+    areas = {name: structure(data.get(name, area_default(cl)), cl, (name,))
+             for name, cl in plugin_areas.items()}
     listeners = _listeners(data, merged, problems, structure, plugin_areas, area_hints, areas)
     plugins = _plugins(data, plugin_schemas, problems, structure)
     _check_tls_pair(tables["tls"], problems)

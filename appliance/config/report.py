@@ -145,6 +145,10 @@ def _area_rows(config: AppConfig, base: str, path: tuple[str, ...], value: Any, 
     """One plugin-owned area table (and its nested tables) with where each key came from:
     the listener's own table, the global one, or the default."""
     row("", "")
+    if isinstance(value, list):  # an array of tables ([[rules]]): global ones first
+        for item in value:
+            row(f"[[{base}.{'.'.join(path)}]] {render(item)}", "")
+        return
     row(f"[{base}.{'.'.join(path)}]", "")
     nested = []
     for field in attrs.fields(type(value)):

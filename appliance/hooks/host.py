@@ -339,7 +339,7 @@ def _record(
     else:
         code, enhanced, vtext = verdict.code, verdict.enhanced, verdict.text
     entry = TraceEntry(event, plugin, verdict.action.value, code, enhanced, text or vtext,
-                       mode)
+                       mode, verdict.rule)
     session.trace.append(entry)
     if transaction is not None:
         transaction.trace.append(entry)

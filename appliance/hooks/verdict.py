@@ -44,6 +44,9 @@ class Verdict:
     #: What the plugin would have answered but only monitors: traced as "(monitor)"
     #: by the host, in order, before this verdict is applied.
     monitored: tuple[Verdict, ...] = ()
+    #: The rule that gave this verdict, when the plugin is made of rules (the
+    #: ``rules`` plugin): the decision trace names it.
+    rule: str = ""
 
     # Constructors that read like the config vocabulary.
     @classmethod

@@ -49,12 +49,19 @@ class TraceEntry:
     enhanced: str | None = None
     text: str | None = None
     mode: str = "enforce"
+    #: The rule that decided, for a plugin made of rules (the ``rules`` plugin).
+    rule: str = ""
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The envelope's form; ``rule`` only when a rule decided."""
+        entry = asdict(self)
+        if not self.rule:
+            del entry["rule"]
+        return entry
 
     def __str__(self) -> str:
-        parts = [self.event, self.plugin, self.action]
+        who = f"{self.plugin}:{self.rule}" if self.rule else self.plugin
+        parts = [self.event, who, self.action]
         if self.code:
             parts.append(f"{self.code} {self.enhanced or ''}".strip())
         if self.text:
@@ -102,6 +109,12 @@ class SessionContext:
     #: Seconds to hold the banner back, watching for a client that talks first;
     #: set by a plugin at on_connect (flow's pregreet check). 0 = greet at once.
     greeting_delay: float = 0.0
+    #: The AUTH mechanisms this connection may offer, among those ``[auth]`` offers:
+    #: None = all of them, empty = no AUTH (Axigen's per-connection authentication
+    #: rules). Read when EHLO is answered and when AUTH is given.
+    auth_allowed: frozenset[str] | None = None
+    #: Offer and accept STARTTLS on this connection (when its listener has it).
+    starttls_allowed: bool = True
     #: Free space for plugins, one key per plugin name by convention.
     stash: dict[str, Any] = field(factory=dict)
     #: What the checks found about the client, by check name (dnsbl, geoip...).

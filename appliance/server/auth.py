@@ -126,7 +126,13 @@ class Authenticator:
     def offered(self) -> list[str]:
         """The mechanisms to offer now: [auth] for this TLS state, if there are
         credentials, and of those that need a stored secret only the ones the store
-        holds (a client that picks another fails and burns one of its tries)."""
+        holds (a client that picks another fails and burns one of its tries); of
+        those, the ones the session allows (``auth_allowed``, set by rules)."""
+        allowed = self.session.ctx.auth_allowed
+        names = self._offered()
+        return names if allowed is None else [n for n in names if n in allowed]
+
+    def _offered(self) -> list[str]:
         auth = self.session.listener.auth
         if self.session.ctx.tls is not None:
             names = auth.mechanisms

@@ -307,7 +307,7 @@ class Session:
             return
         lines = [greeting, "PIPELINING", f"SIZE {self.ctx.max_message_size}", "8BITMIME",
                  "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN"]
-        if self.listener.tls_mode == "starttls" and self.ctx.tls is None:
+        if self._starttls_offered():
             lines.append("STARTTLS")
         offered = self.auth.offered()
         if offered:
@@ -378,8 +378,13 @@ class Session:
             return True
         return self.refused(verdict)
 
+    def _starttls_offered(self) -> bool:
+        """The listener has STARTTLS, not yet used, and no rule took it away."""
+        return (self.listener.tls_mode == "starttls" and self.ctx.tls is None
+                and self.ctx.starttls_allowed)
+
     def on_starttls(self, ev: StartTLS) -> None:
-        if self.listener.tls_mode != "starttls":
+        if not self._starttls_offered():
             self.refuse(NO_STARTTLS)
             return
         self.send(Reply(220, "2.0.0", "Ready to start TLS"))

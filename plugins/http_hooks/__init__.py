@@ -10,6 +10,7 @@ something that is not a hook response gets its ``default_action`` within its
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from typing import Annotated, Any, Literal
 
@@ -26,7 +27,7 @@ from appliance import (
     hookimpl,
     per_listener,
 )
-from appliance.clients import HttpClient, HttpFailed
+from appliance.clients import FilterResult, HttpClient, HttpFailed
 
 from .codec import (
     BadResponse,
@@ -64,6 +65,8 @@ class HttpHook:
     default_action: DefaultAction = "tmpreject"
     max_response_size: Size = Size("1 MiB")
     verify_tls: bool = True
+    #: Asked only in sessions where a rule added it (add_filter, execute_filters).
+    on_demand: bool = False
 
 
 @frozen(kw_only=True)
@@ -115,6 +118,8 @@ class HttpHooksPlugin:
 
     @hookimpl
     def on_connect(self, session: Any) -> Verdict | None:
+        if self.hooks.of(session):
+            session.stash[RULES_KEY] = RuleFilters(self, session)
         return self._run("connect", session)
 
     @hookimpl
@@ -163,8 +168,14 @@ class HttpHooksPlugin:
 
     def _run(self, stage: str, session: Any, transaction: Any = None, **kw: Any
              ) -> Verdict | None:
-        hooks = [h for h in self.hooks.of(session) if stage in h.stages]
+        rules = session.stash.get(RULES_KEY)
+        hooks = [h for h in self.hooks.of(session) if stage in h.stages
+                 and (not h.on_demand or rules is not None and h.name in rules.added)]
+        recipient = kw.get("recipient")
         for hook in hooks:
+            if rules is not None and rules.asked_key(hook, stage, transaction,
+                                                     recipient) in rules.asked:
+                continue  # a rule asked it at this very command
             verdict = self._ask(hook, stage, session, transaction, **kw)
             if verdict is not None:
                 return verdict
@@ -223,6 +234,57 @@ class HttpHooksPlugin:
         if action == "discard" and stage in ("rcpt", "data"):
             return Verdict.discard(text)
         return None
+
+
+RULES_KEY = "filters.http-hooks"
+#: A rule's stage (as milters name them) -> the hook's stage.
+_RULE_STAGES = {"connect": "connect", "helo": "ehlo", "mail": "mail", "rcpt": "rcpt",
+                "message": "data"}
+
+
+class RuleFilters:
+    """The session's HTTP hooks for rules (Axigen's addFilter and executeFilters),
+    in ``session.stash["filters.http-hooks"]`` (docs/plugins.md, "Filters from
+    rules"): ``names()``, ``add(name)``, ``execute(pattern, stage, ...)``."""
+
+    def __init__(self, plugin: HttpHooksPlugin, session: Any) -> None:
+        self.plugin, self.session = plugin, session
+        self.added: set[str] = set()
+        self.asked: set[tuple[str, str, str, str]] = set()
+
+    @staticmethod
+    def asked_key(hook: HttpHook, stage: str, transaction: Any,
+                  recipient: Any) -> tuple[str, str, str, str]:
+        return (hook.name, stage, transaction.queue_id if transaction is not None else "",
+                recipient.address if recipient is not None else "")
+
+    def names(self) -> list[str]:
+        return [h.name for h in self.plugin.hooks.of(self.session)]
+
+    def add(self, name: str) -> bool:
+        if name not in self.names():
+            return False
+        self.added.add(name)
+        return True
+
+    def execute(self, pattern: str, stage: str, session: Any, transaction: Any = None,
+                recipient: Any = None, message: Any = None, hostname: str = ""
+                ) -> FilterResult:
+        """Ask now, at ``stage`` (connect, helo, mail, rcpt, message), the hooks whose
+        name matches the shell pattern; they stay added for the session, and the
+        plugin does not ask them again at this command."""
+        hook_stage = _RULE_STAGES[stage]
+        for hook in self.plugin.hooks.of(session):
+            if not fnmatch.fnmatchcase(hook.name, pattern):
+                continue
+            self.added.add(hook.name)
+            self.asked.add(self.asked_key(hook, hook_stage, transaction, recipient))
+            verdict = self.plugin._ask(hook, hook_stage, session, transaction,
+                                       recipient=recipient, message=message,
+                                       helo=hostname or None)
+            if verdict is not None:
+                return FilterResult(verdict, hook.name)
+        return FilterResult(None)
 
 
 def _refusal(reply: Any) -> Verdict:

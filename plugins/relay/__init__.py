@@ -109,6 +109,13 @@ class Policy:
                    frozenset(d.lower() for d in area.require_auth_for_local))
 
 
+def _record(transaction: Any, address: str, local_domain: bool, local: bool) -> None:
+    """What was found about the recipient being accepted, for the plugins after this
+    one (rules' ``rcpt_domain_is_local``, ``rcpt_is_local``): the last recipient's."""
+    transaction.checks.record("relay", "local" if local_domain else "relay",
+                              recipient=address, local_domain=local_domain, local=local)
+
+
 class LookupUnavailable(Exception):
     """A lookup_recipient plugin raised: answer 451, never guess."""
 
@@ -209,12 +216,14 @@ class RelayPlugin:
             return None  # RFC 5321 4.5.1: always accepted, whoever asks
         if domain not in policy.local_domains:
             if self._may_relay(session, policy):
+                _record(transaction, address, local_domain=False, local=False)
                 return None
             return Verdict.reject(f"<{address}>: Relay access denied", 554, "5.7.1")
         if domain in policy.require_auth and not session.auth_user:
             return Verdict.reject(f"<{address}>: Authentication required for delivery to"
                                   f" {domain}", 530, "5.7.0")
         if not policy.area.check_recipients:
+            _record(transaction, address, local_domain=True, local=True)
             return None
         try:
             info = self._find(session, transaction, policy, address)
@@ -229,6 +238,7 @@ class RelayPlugin:
         if not boxes:  # all of them are recipients already: deliver once
             transaction.discard_recipient()
             return None
+        _record(transaction, address, local_domain=True, local=True)
         first, *rest = boxes
         recipient.address, recipient.folder = first.address, first.folder
         for box in rest:

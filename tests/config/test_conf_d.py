@@ -58,6 +58,7 @@ def test_shipped_files(shipped) -> None:
         "48-policy.toml",
         "49-http-hooks.toml",
         "49-milter.toml",
+        "49-rules.toml",
     ]
 
 

@@ -95,6 +95,10 @@ class MilterChain:
 
     # --- the API for rules (Axigen's addFilter / executeFilters) --------------------
 
+    def names(self) -> list[str]:
+        """The configured milters' names, in order."""
+        return [link.spec.name for link in self.links]
+
     def add(self, name: str) -> bool:
         """addFilter: run this configured milter from now on in this session (it
         catches up with the steps it missed). False: no milter of that name."""
