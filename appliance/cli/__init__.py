@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from appliance.cli import bans as cli_bans
+from appliance.cli import selftest as cli_selftest
 from appliance.cli import users as cli_users
 from appliance.config import ConfigError, check_config, describe_listener, load_config
 from appliance.hooks.host import PluginHost, discover, loader_inputs
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         qs.add_parser(name).add_argument("queue_id")
     us = cli_users.add_parser(sub)
     bs = cli_bans.add_parser(sub)
+    cli_selftest.add_parser(sub)
     _also_after((*sub.choices.values(), *qs.choices.values(), *us.choices.values(),
                  *bs.choices.values()), "--config-dir", "config_dir_sub", CONFIG_DIR_HELP)
     _also_after(qs.choices.values(), "--spool", "spool_sub", SPOOL_HELP)
@@ -60,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _run(args)
+    if args.command == "selftest":
+        return cli_selftest.run(args)
     try:
         status = _run(args)
         sys.stdout.flush()  # a late EPIPE here, not at interpreter exit
