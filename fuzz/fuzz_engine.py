@@ -16,65 +16,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import check_reply, main  # noqa: E402
 
-from appliance.protocol import (  # noqa: E402
-    NEED_DATA,
-    Auth,
-    AuthResponse,
-    BadCommand,
-    Bdat,
-    ConnectionClosed,
-    Data,
-    DataChunk,
-    DataEnd,
-    Expn,
-    Helo,
-    Help,
-    Mail,
-    Noop,
-    Quit,
-    Rcpt,
-    Reply,
-    Rset,
-    SMTPConnection,
-    StartTLS,
-    State,
-    Vrfy,
-)
+from appliance import protocol as p  # noqa: E402
+from appliance.protocol import Reply  # noqa: E402
 
 LIMITS = dict(max_command_line=64, max_auth_line=96, max_text_line=80)
 BOUND = max(LIMITS.values())
 
+AUTH_ANSWERS = [Reply(334, None, ""), Reply(235, "2.7.0", "Ok"), Reply(535, "5.7.8", "no")]
 #: Answers a session might give, accepting or refusing.
 CHOICES: dict[type, list[Reply]] = {
-    Helo: [Reply(250, None, ["mx.test", "PIPELINING", "CHUNKING"]), Reply(550, None, "no")],
-    Mail: [Reply(250, "2.1.0", "Ok"), Reply(550, "5.7.1", "no")],
-    Rcpt: [Reply(250, "2.1.5", "Ok"), Reply(550, "5.1.1", "no")],
-    Data: [Reply(354, None, "go"), Reply(554, "5.5.1", "no")],
-    DataEnd: [Reply(250, "2.0.0", "Ok"), Reply(552, "5.3.4", "too big"),
-              Reply(451, "4.3.0", "try later")],
-    Auth: [Reply(334, None, ""), Reply(235, "2.7.0", "Ok"), Reply(535, "5.7.8", "no")],
-    AuthResponse: [Reply(334, None, ""), Reply(235, "2.7.0", "Ok"), Reply(535, "5.7.8", "no")],
-    StartTLS: [Reply(220, "2.0.0", "go"), Reply(454, "4.7.0", "no")],
-    Quit: [Reply(221, "2.0.0", "bye")],
-    Rset: [Reply(250, "2.0.0", "Ok")],
-    Noop: [Reply(250, "2.0.0", "Ok"), Reply(421, "4.4.2", "timeout")],
-    Help: [Reply(214, "2.0.0", "help")],
-    Vrfy: [Reply(252, "2.5.2", "maybe")],
-    Expn: [Reply(502, "5.5.1", "no")],
+    p.Helo: [Reply(250, None, ["mx.test", "PIPELINING", "CHUNKING"]), Reply(550, None, "no")],
+    p.Mail: [Reply(250, "2.1.0", "Ok"), Reply(550, "5.7.1", "no")],
+    p.Rcpt: [Reply(250, "2.1.5", "Ok"), Reply(550, "5.1.1", "no")],
+    p.Data: [Reply(354, None, "go"), Reply(554, "5.5.1", "no")],
+    p.DataEnd: [Reply(250, "2.0.0", "Ok"), Reply(552, "5.3.4", "too big"),
+                Reply(451, "4.3.0", "try later")],
+    p.Auth: AUTH_ANSWERS,
+    p.AuthResponse: AUTH_ANSWERS,
+    p.StartTLS: [Reply(220, "2.0.0", "go"), Reply(454, "4.7.0", "no")],
+    p.Quit: [Reply(221, "2.0.0", "bye")],
+    p.Rset: [Reply(250, "2.0.0", "Ok")],
+    p.Noop: [Reply(250, "2.0.0", "Ok"), Reply(421, "4.4.2", "timeout")],
+    p.Help: [Reply(214, "2.0.0", "help")],
+    p.Vrfy: [Reply(252, "2.5.2", "maybe")],
+    p.Expn: [Reply(502, "5.5.1", "no")],
 }
-NO_REPLY = (Bdat, DataChunk, ConnectionClosed)
+NO_REPLY = (p.Bdat, p.DataChunk, p.ConnectionClosed)
 
 
-def _drain(conn: SMTPConnection, rng: random.Random) -> None:
+def _drain(conn: p.SMTPConnection, rng: random.Random) -> None:
     while True:
         event = conn.next_event()
-        if event is NEED_DATA or isinstance(event, ConnectionClosed):
+        if event is p.NEED_DATA or isinstance(event, p.ConnectionClosed):
             return
         if isinstance(event, NO_REPLY):
             continue
-        reply = event.reply if isinstance(event, BadCommand) else rng.choice(CHOICES[type(event)])
+        if isinstance(event, p.BadCommand):
+            reply = event.reply
+        else:
+            reply = rng.choice(CHOICES[type(event)])
         check_reply(conn.send(reply))
-        if conn.state is State.TLS_PENDING:
+        if conn.state is p.State.TLS_PENDING:
             conn.start_tls()
         if conn.closed:
             return
@@ -84,9 +66,9 @@ def one_input(data: bytes) -> None:
     if len(data) < 4:
         return
     flags, rng = data[0], random.Random(data[1:4])
-    conn = SMTPConnection(tls_active=bool(flags & 1), smtputf8=bool(flags & 2),
-                          binarymime=bool(flags & 4),
-                          bare_linefeed="normalize" if flags & 8 else "reject", **LIMITS)
+    conn = p.SMTPConnection(tls_active=bool(flags & 1), smtputf8=bool(flags & 2),
+                            binarymime=bool(flags & 4),
+                            bare_linefeed="normalize" if flags & 8 else "reject", **LIMITS)
     check_reply(conn.send(Reply(220, None, "mx.test ESMTP")))
     stream, pos = data[4:], 0
     while pos < len(stream) and not conn.closed:
@@ -98,7 +80,7 @@ def one_input(data: bytes) -> None:
     if not conn.closed:
         conn.receive_data(b"")
         _drain(conn, rng)
-        assert conn.next_event() == ConnectionClosed()
+        assert conn.next_event() == p.ConnectionClosed()
 
 
 if __name__ == "__main__":
