@@ -9,6 +9,7 @@ import errno
 import os
 import shutil
 import signal
+import smtplib
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,9 @@ import pytest
 
 from tests.peers import wait_for
 
+from .conftest import Appliance
 from .test_receive import connect, talk
+from .test_spool_space import MIB, small_tmpfs  # noqa: F401 - a fixture
 from .test_workers import worker_of, workers
 
 SHIM_SOURCE = Path(__file__).with_name("faultshim.c")
@@ -86,6 +89,30 @@ def test_disk_error_gives_4xx_log_line_and_leaves_nothing(faulty, call, suffix, 
     assert send_message(sock).startswith(b"250 2.0.0 Ok: queued as ")
     assert len(app.queued()) == 1
     sock.close()
+
+
+def test_a_full_disk_while_a_large_body_is_staged(tmp_path, small_tmpfs):  # noqa: F811
+    """A real ENOSPC (a 16 MiB tmpfs holds the spool): a 20 MiB body fills it while it
+    is staged in tmp/ (the path the shim does not see). 452 4.3.1, nothing left, and
+    the space is given back: the next message is stored."""
+    app = Appliance(tmp_path / "app", '[limits]\nmax_message_size = "40 MiB"\n',
+                    {"mta": {}}, None)
+    (app.config_dir / "60-spool.toml").write_text(f'[queue]\ndirectory = "{small_tmpfs}"\n')
+    app.spool = Path(small_tmpfs)
+    app.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", app.port, timeout=60) as c:
+            big = b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * (20 * MIB // 78)
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                c.sendmail("a@example.org", ["b@example.net"], big)
+            assert refused.value.smtp_code == 452
+            assert refused.value.smtp_error.startswith(b"4.3.1 ")
+            assert visible(app) == []
+            assert c.sendmail("a@example.org", ["b@example.net"], MESSAGE[:-3]) == {}
+    finally:
+        app.stop()
+    assert 'error queue_failed' in app.log() and "No space left on device" in app.log()
+    assert len(app.queued()) == 1
 
 
 def test_a_killed_worker_is_replaced_and_the_others_keep_serving(make_appliance):
