@@ -62,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _run(args)
-    if args.command == "selftest":
-        return cli_selftest.run(args)
     try:
         status = _run(args)
         sys.stdout.flush()  # a late EPIPE here, not at interpreter exit
@@ -78,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "selftest":
+        return cli_selftest.run(args)
     config_dir = args.config_dir_sub or args.config_dir
     found = discover()
     if args.command == "serve":

@@ -4,6 +4,7 @@ any other, and print one line per probe (docs/selftest.md)."""
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections import Counter
 from typing import Any
@@ -48,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"smtp-appliance selftest: {exc}", file=sys.stderr)
         return 2
+    try:  # one line for an unreachable target, not one per probe
+        socket.create_connection((host, port), timeout=args.timeout).close()
+    except OSError as exc:
+        print(f"smtp-appliance selftest: cannot connect to {args.target}: {exc}",
+              file=sys.stderr)
+        return 1
     tls = "starttls" if args.starttls else "implicit" if args.implicit_tls else "none"
     target = Target(host=host, port=port, mail_from=args.mail_from,
                     recipients=tuple(args.rcpt), tls=tls, helo=args.helo,

@@ -92,7 +92,7 @@ def test_cli_exit_status_when_nothing_listens():
          "--from", "a@b.example", "--rcpt", "c@d.example"],
         capture_output=True, text=True, timeout=120)
     assert res.returncode == 1
-    assert "cannot connect" in res.stdout
+    assert "cannot connect to 127.0.0.1:" in res.stderr and res.stdout == ""
 
 
 # --- against Postfix ---------------------------------------------------------------------
