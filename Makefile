@@ -7,6 +7,8 @@
 #   make test          deps-system, the [test] extra and the fixture plugins, ruff + pytest
 #   make bench         benchmark against Postfix (bench/README.md); BENCH_ARGS="--quick ..."
 #   make package       the .deb, and the .rpm if rpmbuild is installed, in build/package
+#   make fuzz          atheris on each harness in fuzz/ for FUZZ_SECONDS (60) each (docs/selftest.md)
+#   make soak          30 minutes of mixed load, RSS and fds sampled (SOAK_SECONDS; docs/selftest.md)
 #   make clean         remove var/ and bench/results/ (keeps .venv)
 
 SHELL := /bin/bash
@@ -29,10 +31,10 @@ BENCH_ARGS ?=
 # The tests wait on peers and sockets more than on the CPU: four workers on two cores.
 PYTEST_ARGS ?= -n 4
 
-.PHONY: help deps-system $(VENV) serve tls check-config test bench package clean
+.PHONY: help deps-system $(VENV) serve tls check-config test bench package fuzz soak clean
 
 help:
-	@sed -n '3,10s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,12s/^# \{0,1\}//p' $(firstword $(MAKEFILE_LIST))
 
 deps-system:
 	@scripts/deps-system.sh  # the package list is in the script
@@ -80,6 +82,28 @@ PACKAGE_DIR ?= build/package
 
 package:
 	packaging/build.sh $(PACKAGE_DIR)
+
+# Each harness reads fuzz/corpus/NAME (kept small in the repository) and writes what
+# it finds to var/fuzz/NAME, crashes to var/fuzz/NAME-crash-*.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= engine milter policy config
+FUZZ_STAMP := $(VENV)/.fuzz-installed-stamp
+
+$(FUZZ_STAMP): $(TEST_STAMP)
+	$(VENV_PY) -m pip install --disable-pip-version-check -q -e '.[fuzz]'
+	touch $@
+
+fuzz: $(FUZZ_STAMP)
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p var/fuzz/$$t; \
+	  dict=; [ -f fuzz/$$t.dict ] && dict=-dict=fuzz/$$t.dict; \
+	  $(VENV_PY) fuzz/fuzz_$$t.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 \
+	    -print_final_stats=1 -artifact_prefix=var/fuzz/$$t- $$dict var/fuzz/$$t fuzz/corpus/$$t; \
+	done
+
+SOAK_SECONDS ?= 1800
+soak: deps-system $(TEST_STAMP)
+	$(VENV_PY) -m tests.soak --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf var bench/results

@@ -20,7 +20,8 @@ if [ ${#packages[@]} -eq 0 ]; then
     # dovecot-lmtpd: the delivery tests' and bench/delivery.py's LMTP next hop;
     # libsasl2-modules: the Cyrus SASL client mechanisms of the Postfix relay test;
     # krb5-kdc, krb5-admin-server, krb5-user: the GSSAPI tests' private MIT KDC;
-    # libkrb5-dev, gcc: to build python-gssapi (the gssapi extra);
+    # libkrb5-dev, gcc: to build python-gssapi (the gssapi extra); gcc also builds
+    # the fault-injection shim of tests/integration/test_faults.py;
     # unbound: the sender checks' tests serve their DNS zones with it;
     # postgrey: the policy delegation tests' real policy server;
     # opendkim, clamav-daemon, clamav-milter: the milter tests' real milters

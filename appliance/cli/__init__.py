@@ -10,6 +10,7 @@ from appliance.cli import bans as cli_bans
 from appliance.cli import queue as cli_queue
 from appliance.cli import report as cli_report
 from appliance.cli import rules as cli_rules
+from appliance.cli import selftest as cli_selftest
 from appliance.cli import stats as cli_stats
 from appliance.cli import users as cli_users
 from appliance.config import ConfigError, check_config, describe_listener, load_config
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_stats.add_parsers(sub)
     cli_report.add_parser(sub)
     rs = cli_rules.add_parser(sub)
+    cli_selftest.add_parser(sub)
     _also_after((*sub.choices.values(), *qs.choices.values(), *us.choices.values(),
                  *bs.choices.values(), *rs.choices.values()), "--config-dir", "config_dir_sub",
                 CONFIG_DIR_HELP)
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "selftest":
+        return cli_selftest.run(args)
     config_dir = args.config_dir_sub or args.config_dir
     found = discover()
     if args.command in ("serve", "deliver"):

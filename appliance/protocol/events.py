@@ -22,8 +22,16 @@ class _Sentinel:
 NEED_DATA = _Sentinel("NEED_DATA")
 
 
+#: CR, LF and NUL inside a reply line would end the line early or smuggle a line of
+#: the server's own to the client (RFC 5321 4.2): a text from a milter, a policy
+#: server or a plugin may hold them, so they become spaces here, where every reply
+#: is made.
+_ONE_LINE = str.maketrans("\r\n\x00", "   ")
+
+
 def _lines(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    return (text,) if isinstance(text, str) else tuple(text)
+    lines = (text,) if isinstance(text, str) else tuple(text)
+    return tuple(line.translate(_ONE_LINE) for line in lines)
 
 
 @frozen

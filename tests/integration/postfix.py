@@ -135,3 +135,21 @@ class PostfixRelay(PrivatePostfix):
             super().stop()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PostfixSmtpd(PostfixRelay):
+    """The same instance with an smtpd(8) listening on ``port`` that accepts mail
+    from loopback and discards it: a real server for probes to compare with."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(relayhost="[127.0.0.1]:9")
+        self.port = port
+
+    def start(self, main_cf_extra: str = "",  # type: ignore[override]
+              files: dict[str, str] | None = None) -> PostfixSmtpd:
+        main = (MAIN_CF.format(dir=self.dir, relayhost=self.relayhost)
+                + "default_transport = discard\nsmtpd_banner = $myhostname ESMTP\n"
+                + main_cf_extra)
+        master = f"127.0.0.1:{self.port} inet n - n - - smtpd\n" + MASTER_CF
+        PrivatePostfix.start(self, main, master, files)
+        return self
