@@ -67,7 +67,9 @@ class DeliveryProcess:
 
 def _die_with_parent() -> None:
     """In the child: SIGKILL when the server dies, even by kill -9 (Linux's
-    PR_SET_PDEATHSIG), so no orphan delivers beside the next server's service."""
+    PR_SET_PDEATHSIG), so no orphan delivers beside the next server's service; and
+    the signals the server may still hold at start-up are its own again."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -20,6 +20,20 @@ from appliance import logs
 from appliance.server import notify
 from appliance.state import StateKeeper
 
+#: Signals held from the binding of the listeners until their handlers are in place:
+#: a client or a readiness probe may see the port open at once and send SIGTERM,
+#: which is then delivered to the handler instead of killing the process.
+HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1})
+
+
+def hold_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+
+
+def release_signals() -> None:
+    """Once the handlers are installed; a held signal is delivered now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
+
 
 class Worker(Protocol):
     """What a worker runs: the server, with its sockets bound."""
@@ -83,6 +97,7 @@ def supervise(server: Worker, workers: int) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
         handlers.append(gevent.signal_handler(sig, forward, sig))
+    release_signals()
     notify.ready()  # the workers' sockets listen, and a SIGHUP is forwarded
 
     while children:

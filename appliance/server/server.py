@@ -221,6 +221,7 @@ class Server:
     def serve(self) -> None:
         self.start_listeners()
         self.install_signals()
+        prefork.release_signals()
         notify.ready()  # every listener is bound, and SIGHUP no longer kills us
         self.stopped.wait()
 
@@ -251,6 +252,7 @@ def serve(config_dir: str | Path, found: dict[str, Discovered]) -> int:
     measured = metrics.start()
     server.operations = operations = Operations(server, measured)
     delivery = None
+    prefork.hold_signals()  # until serve() or supervise() has its handlers
     try:
         if server.runtime.config.metrics.listen:
             operations.start_http(server.runtime.config.metrics.listen)
